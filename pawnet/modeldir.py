@@ -1,0 +1,75 @@
+"""A model is a directory: config.json (everything but the weights) and model.safetensors.
+
+Loading never unpickles anything: the weights are safetensors, the rest is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .errors import UserError
+from .images import Preprocessing
+from .models import ARCHITECTURES, build
+
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
+# Raised when a change would make older pawnets misread a model directory.
+FORMAT_VERSION = 1
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically, so a killed process never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
+
+
+def read_config(path) -> dict:
+    folder = Path(path)
+    if not folder.exists():
+        raise UserError(f"{folder}: no such model directory")
+    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
+        raise UserError(f"{folder}: not a pawnet model directory (needs {CONFIG} and {WEIGHTS})")
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+        fmt = int(config.get("format_version", 0))
+        arch, classes = config["arch"], config["classes"]
+        Preprocessing.from_dict(config["preprocessing"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{folder / CONFIG}: not a valid pawnet config ({type(e).__name__}: {e})") from None
+    if fmt > FORMAT_VERSION:
+        raise UserError(
+            f"{folder}: made by a newer pawnet ({config.get('pawnet_version', '?')}, format {fmt}); "
+            f"this is pawnet {__version__}: upgrade with pip install -U pawnet"
+        )
+    if arch not in ARCHITECTURES:
+        raise UserError(f"{folder}: unknown architecture {arch!r} (this pawnet knows {', '.join(ARCHITECTURES)})")
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise UserError(f"{folder / CONFIG}: 'classes' must list at least two class names")
+    return config
+
+
+def load_model(path) -> tuple[torch.nn.Module, dict]:
+    folder = Path(path)
+    config = read_config(folder)
+    prep = Preprocessing.from_dict(config["preprocessing"])
+    model = build(config["arch"], len(config["classes"]), prep.size, prep.mean, prep.std)
+    try:
+        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    except (SafetensorError, RuntimeError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{folder / WEIGHTS}: weights do not fit the config ({first})") from None
+    return model.eval(), config

@@ -1,0 +1,24 @@
+"""Progress for long work: a live bar on a terminal, nothing but the caller's own lines elsewhere."""
+
+import sys
+
+from tqdm import tqdm
+
+
+def interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+def bar(iterable=None, *, total=None, desc="", unit="img", leave=True):
+    """A tqdm bar on stderr when it is a terminal; a silent pass-through when it is not,
+    so that logs and pipes get the plain per-epoch lines the caller prints instead."""
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        leave=leave,
+        disable=not interactive(),
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )

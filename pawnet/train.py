@@ -1,0 +1,267 @@
+"""Training: `pawnet.train(data, arch=..., epochs=..., out=...)` writes a model directory.
+
+The loop reads top to bottom: find the photos, decode them once, build the network, then for
+each epoch shuffle, augment whole batches, step the optimiser, validate, and keep the best weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import platform
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__, augment
+from .cache import cached_decode, cpu_count
+from .classifier import Classifier, to_tensor
+from .data import train_val_split
+from .errors import UserError
+from .images import Preprocessing
+from .modeldir import CONFIG, FORMAT_VERSION, WEIGHTS, save_weights, write_json
+from .models import build, loss_fn, probabilities
+from .plots import learning_curves
+from .progress import bar, interactive
+
+METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How an architecture is trained by default; each field can be overridden per run."""
+
+    preprocessing: Preprocessing
+    augmentation: augment.Augmentation
+    epochs: int
+    batch_size: int
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+
+
+RECIPES = {
+    # The tutorial: 64x64 photos scaled to [0, 1], its augmentation, Adam with Keras's
+    # epsilon (1e-7), batch 32, 25 epochs.
+    "seed": Recipe(Preprocessing(size=64), augment.TUTORIAL, epochs=25, batch_size=32, eps=1e-7),
+}
+
+
+def _next_run_dir(base: Path = Path("runs")) -> Path:
+    n = 1
+    while (base / (f"train{n}" if n > 1 else "train")).exists():
+        n += 1
+    return base / (f"train{n}" if n > 1 else "train")
+
+
+def _class_weights(counts: list[int]) -> torch.Tensor | None:
+    """Inverse-frequency weights when the classes differ by more than 1.5x, else None."""
+    if max(counts) <= 1.5 * min(counts):
+        return None
+    counts_t = torch.tensor(counts, dtype=torch.float32)
+    return counts_t.sum() / (len(counts) * counts_t)
+
+
+def _optimizer(recipe: Recipe, params):
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, eps=recipe.eps, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, eps=recipe.eps, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def _validate(model, pixels, labels, batch_size=256) -> tuple[float, float]:
+    """Mean loss and accuracy on already decoded pixels, without gradients."""
+    model.eval()
+    total_loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+    with torch.inference_mode():
+        for start in range(0, len(labels), batch_size):
+            y = torch.from_numpy(labels[start : start + batch_size])
+            logits = model(to_tensor(pixels[start : start + batch_size]))
+            total_loss += loss_fn(model, logits, y) * len(y)
+            correct += (probabilities(model, logits).argmax(1) == y).sum()
+    n = max(len(labels), 1)
+    return total_loss.item() / n, correct.item() / n
+
+
+def train(
+    data,
+    *,
+    val=None,
+    arch: str = "seed",
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    img_size: int | None = None,
+    seed: int = 0,
+    out=None,
+    use_cache: bool = True,
+    log=print,
+) -> Classifier:
+    """Train `arch` on the photos in `data` and return the best epoch's model, saved in `out`.
+
+    `data` is a folder of class folders, the tutorial's training_set/ + test_set/, or a flat
+    folder of Kaggle-style names; validation comes from `val`, test_set/, or a held-out 20%.
+    """
+    if arch not in RECIPES:
+        raise UserError(f"unknown architecture {arch!r}; choose one of: {', '.join(RECIPES)}")
+    recipe = RECIPES[arch]
+    recipe = replace(
+        recipe,
+        epochs=epochs or recipe.epochs,
+        batch_size=batch_size or recipe.batch_size,
+        preprocessing=replace(recipe.preprocessing, size=img_size or recipe.preprocessing.size),
+    )
+    if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.preprocessing.size < 16:
+        raise UserError("--epochs and --batch-size must be at least 1, and --img-size at least 16")
+    out = Path(out) if out else _next_run_dir()
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: already holds files; choose another --out, or remove it first")
+
+    # 1. The photos, and which of them validate.
+    train_set, val_set, val_source = train_val_split(data, val, seed=seed)
+    classes = train_set.classes
+    prep = recipe.preprocessing
+    log(f"data: {len(train_set)} training images, {len(val_set)} validation images ({val_source}); classes: {', '.join(classes)}")
+
+    # 2. Decode every photo once; epochs then only read uint8 arrays.
+    t0 = time.perf_counter()
+    train_dec = cached_decode(train_set.files, prep, desc="decoding training images", use_cache=use_cache)
+    val_dec = cached_decode(val_set.files, prep, desc="decoding validation images", use_cache=use_cache)
+    skipped = {**train_dec.skipped(train_set.files), **val_dec.skipped(val_set.files)}
+    for path, why in skipped.items():
+        log(f"skipped {path}: {why}")
+    if len(train_dec.ok) == 0 or len(val_dec.ok) == 0:
+        raise UserError("no readable images left to train or validate on")
+    train_y = np.asarray(train_set.labels, dtype=np.int64)[train_dec.ok]
+    val_y = np.asarray(val_set.labels, dtype=np.int64)[val_dec.ok]
+    decode_seconds = time.perf_counter() - t0
+    log(f"decoded in {decode_seconds:.1f}s" + (f"; {len(skipped)} unreadable files skipped" if skipped else ""))
+    counts = np.bincount(train_y, minlength=len(classes)).tolist()
+    if min(counts) == 0:
+        empty = [c for c, n in zip(classes, counts) if n == 0]
+        raise UserError(f"class {', '.join(empty)} has no readable training images")
+    weights = _class_weights(counts)
+
+    # 3. The network and its optimiser, seeded so that a CPU run repeats exactly.
+    torch.manual_seed(seed)
+    torch.set_num_threads(cpu_count())
+    model = build(arch, len(classes), prep.size, prep.mean, prep.std).to(memory_format=torch.channels_last)
+    optimizer = _optimizer(recipe, model.parameters())
+    generator = torch.Generator().manual_seed(seed)
+
+    config = {
+        "format_version": FORMAT_VERSION,
+        "pawnet_version": __version__,
+        "torch_version": torch.__version__,
+        "arch": arch,
+        "classes": classes,
+        "preprocessing": prep.to_dict(),
+        "augmentation": recipe.augmentation.to_dict(),
+        "training": {
+            "epochs": recipe.epochs,
+            "batch_size": recipe.batch_size,
+            "optimizer": recipe.optimizer,
+            "lr": recipe.lr,
+            "weight_decay": recipe.weight_decay,
+            "eps": recipe.eps,
+            "seed": seed,
+            "class_weights": None if weights is None else [round(w, 4) for w in weights.tolist()],
+            "threads": torch.get_num_threads(),
+            "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        },
+        "data": {
+            "train": str(Path(data)),
+            "validation": val_source,
+            "train_counts": dict(zip(classes, counts)),
+            "val_counts": dict(zip(classes, np.bincount(val_y, minlength=len(classes)).tolist())),
+            "skipped": skipped,
+        },
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG, config)
+
+    # 4. Epochs: shuffle, augment each batch as a whole, step; then validate and keep the best.
+    rows: list[dict] = []
+    best = None
+    n = len(train_y)
+    start = time.perf_counter()
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        t_epoch = time.perf_counter()
+        order = torch.randperm(n, generator=generator).numpy()
+        total_loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+        steps = range(0, n, recipe.batch_size)
+        progress = bar(steps, desc=f"epoch {epoch}/{recipe.epochs}", unit="batch", leave=False)
+        for step, i in enumerate(progress):
+            idx = np.sort(order[i : i + recipe.batch_size])
+            x = recipe.augmentation(to_tensor(train_dec.pixels[idx]), generator)
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = torch.from_numpy(train_y[idx])
+            logits = model(x)
+            loss = loss_fn(model, logits, y, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                total_loss += loss.detach() * len(y)
+                correct += (probabilities(model, logits).argmax(1) == y).sum()
+            if interactive() and step % 10 == 0:
+                seen = min(i + recipe.batch_size, n)
+                progress.set_postfix(
+                    loss=f"{total_loss.item() / seen:.3f}",
+                    acc=f"{correct.item() / seen:.3f}",
+                    img_s=f"{seen / (time.perf_counter() - t_epoch):.0f}",
+                )
+        train_seconds = time.perf_counter() - t_epoch
+        val_loss, val_acc = _validate(model, val_dec.pixels, val_y)
+        row = {
+            "epoch": epoch,
+            "train_loss": round(total_loss.item() / n, 5),
+            "train_acc": round(correct.item() / n, 5),
+            "val_loss": round(val_loss, 5),
+            "val_acc": round(val_acc, 5),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - t_epoch, 2),
+        }
+        rows.append(row)
+        improved = best is None or val_acc > best["val_acc"]
+        if improved:
+            best = row
+            save_weights(model, out / WEIGHTS)
+        _write_metrics(out / "metrics.csv", rows)
+        remaining = (time.perf_counter() - start) / epoch * (recipe.epochs - epoch)
+        log(
+            f"epoch {epoch:>3}/{recipe.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  "
+            f"val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  {n / train_seconds:,.0f} img/s  "
+            f"{row['seconds']:.1f}s  ETA {remaining:.0f}s" + ("  *" if improved else "")
+        )
+
+    total = time.perf_counter() - t0
+    config["metrics"] = {
+        "best_epoch": best["epoch"],
+        "val_accuracy": best["val_acc"],
+        "val_loss": best["val_loss"],
+        "final_val_accuracy": rows[-1]["val_acc"],
+        "final_val_loss": rows[-1]["val_loss"],
+        "decode_seconds": round(decode_seconds, 2),
+        "seconds": round(total, 2),
+    }
+    write_json(out / CONFIG, config)
+    learning_curves(rows, out / "curves.png", title=f"{arch} on {Path(data).name}")
+    log(
+        f"best epoch {best['epoch']}: val_acc {best['val_acc']:.4f}; final val_acc {rows[-1]['val_acc']:.4f}; "
+        f"{total:.0f}s; model saved to {out}"
+    )
+    return Classifier.load(out)
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=METRICS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
