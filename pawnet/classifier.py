@@ -23,7 +23,9 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     The permuted view is already channels-last in memory, the layout the convolutions run
     fastest in on a CPU, so no copy is made beyond the conversion to float.
     """
-    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float()
+    if not pixels.flags.writeable or not pixels.flags.c_contiguous:  # a memory-mapped cache is read-only
+        pixels = np.array(pixels)
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
 
 
 class Classifier:

@@ -110,9 +110,9 @@ def train(
     recipe = RECIPES[arch]
     recipe = replace(
         recipe,
-        epochs=epochs or recipe.epochs,
-        batch_size=batch_size or recipe.batch_size,
-        preprocessing=replace(recipe.preprocessing, size=img_size or recipe.preprocessing.size),
+        epochs=recipe.epochs if epochs is None else epochs,
+        batch_size=recipe.batch_size if batch_size is None else batch_size,
+        preprocessing=replace(recipe.preprocessing, size=recipe.preprocessing.size if img_size is None else img_size),
     )
     if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.preprocessing.size < 16:
         raise UserError("--epochs and --batch-size must be at least 1, and --img-size at least 16")

@@ -1,0 +1,84 @@
+"""Images and data sets made at test time; the real photos are read in place from ../shared."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
+
+
+def pytest_configure(config):
+    # The tests, and the commands they start, decode into a cache of their own, never the user's.
+    os.environ["PAWNET_CACHE"] = tempfile.mkdtemp(prefix="pawnet-test-cache-")
+
+
+def pattern(kind: str, size: int = 48, seed: int = 0) -> np.ndarray:
+    """A noisy image a small CNN learns to tell apart in seconds: horizontal or vertical
+    stripes, or a bright disc, with random colours and phase."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    period = rng.uniform(6, 10)
+    phase = rng.uniform(0, period)
+    if kind == "horizontal":
+        mask = ((yy + phase) % period) < period / 2
+    elif kind == "vertical":
+        mask = ((xx + phase) % period) < period / 2
+    else:
+        cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 < (size * 0.25) ** 2
+    fg, bg = rng.uniform(150, 255, 3), rng.uniform(0, 100, 3)
+    img = np.where(mask[..., None], fg, bg) + rng.normal(0, 12, (size, size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_dataset(root: Path, classes=("horizontal", "vertical"), n: int = 24, layout: str = "folders", size: int = 48) -> Path:
+    """A labelled data set on disk in one of the three layouts pawnet reads."""
+    for c_i, cls in enumerate(classes):
+        for i in range(n):
+            img = Image.fromarray(pattern(cls, size, seed=1000 * c_i + i))
+            if layout == "folders":
+                path = root / cls / f"{i}.png"
+            elif layout == "tutorial":
+                split = "test_set" if i % 4 == 0 else "training_set"
+                path = root / split / cls / f"{i}.png"
+            elif layout == "flat":
+                path = root / f"{cls}.{i}.png"
+            else:
+                raise ValueError(layout)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            img.save(path)
+    return root
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory) -> Path:
+    """A seed network trained briefly on stripes, shared by the tests that only read a model."""
+    import pawnet
+
+    root = tmp_path_factory.mktemp("model")
+    data = make_dataset(root / "data", layout="tutorial", n=32)
+    pawnet.train(data, epochs=3, img_size=32, out=root / "run", log=lambda *_: None)
+    return root / "run"
+
+
+def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    """`python -m pawnet ARGS` as a user would run it, in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "pawnet", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def read_json(text: str):
+    return json.loads(text)
