@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import traceback
-from pathlib import Path
 
 from . import __version__
 from .errors import UserError
@@ -30,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--img-size", type=int, help="side of the square input in pixels (default: the architecture's)")
     t.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats a CPU run exactly")
     t.add_argument("--out", metavar="DIR", help="model directory to write (default: runs/trainN)")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bfloat16 where the CPU computes it in hardware, else float32")
     t.add_argument("--no-cache", action="store_true", help="decode the photos again instead of reading the disk cache")
     t.add_argument("--json", action="store_true", help="print the final metrics as JSON (the log goes to stderr)")
 
@@ -60,6 +61,7 @@ def _train(args) -> int:
         img_size=args.img_size,
         seed=args.seed,
         out=args.out,
+        precision=args.precision,
         use_cache=not args.no_cache,
         log=log,
     )

@@ -47,6 +47,13 @@ def test_same_seed_repeats_exactly(tmp_path):
     )
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precision_is_chosen_and_recorded(tmp_path, precision):
+    data = make_dataset(tmp_path / "d", n=6)
+    clf = pawnet.train(data, epochs=1, img_size=32, precision=precision, out=tmp_path / "run", log=lambda *_: None)
+    assert clf.config["training"]["precision"] == precision
+
+
 def test_evaluate_json_has_the_contracts_fields(trained_model, capsys):
     assert main(["evaluate", str(trained_model), str(trained_model.parent / "data"), "--json"]) == 0
     result = read_json(capsys.readouterr().out)
