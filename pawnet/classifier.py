@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from PIL import Image
 
 from . import metrics
 from .cache import cached_decode, decode
-from .data import collect_images, evaluation_folder, read_folder
+from .data import Labelled, collect_images, evaluation_folder, read_folder
 from .errors import UserError
 from .images import Preprocessing
 from .modeldir import load_model
@@ -71,7 +72,7 @@ class Classifier:
         if isinstance(inputs, (str, Path, Image.Image, np.ndarray)):
             inputs = [inputs]
         paths = collect_images([i for i in inputs if isinstance(i, (str, Path))])
-        images = [Image.fromarray(i) if isinstance(i, np.ndarray) else i for i in inputs if not isinstance(i, (str, Path))]
+        images = [i for i in inputs if not isinstance(i, (str, Path))]
         names = [str(p) for p in paths] + [f"<image {n}>" for n in range(len(images))]
         decoded = decode(paths + images, self.preprocessing, desc="reading")
         results = [{"path": name, "error": decoded.errors.get(i)} for i, name in enumerate(names)]
@@ -85,28 +86,49 @@ class Classifier:
             }
         return results
 
-    def evaluate(self, folder, tta: bool = False) -> dict:
+    def evaluate(self, folder, tta: bool = False, report=None) -> dict:
         """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix on a labelled
-        folder (any layout `pawnet train` takes; for the tutorial's layout, its test_set/)."""
+        folder (any layout `pawnet train` takes; for the tutorial's layout, its test_set/).
+        With `report`, also writes that HTML report of the results, top losses included."""
         where = evaluation_folder(folder)
-        data = read_folder(where, classes=self.classes)
+        result, outcome = self.evaluate_set(read_folder(where, classes=self.classes), tta)
+        result = {"data": str(where), **result}
+        if report is not None:
+            from .report import write_report
+
+            write_report(self, result, outcome, report)
+        return result
+
+    def evaluate_set(self, data: Labelled, tta: bool = False) -> tuple[dict, "Outcome"]:
+        """`evaluate` on labelled files, and each readable file's outcome (for reports)."""
         decoded = cached_decode(data.files, self.preprocessing, desc="reading")
         if len(decoded.ok) == 0:
-            raise UserError(f"{where}: none of its {len(data)} images could be read")
+            raise UserError(f"none of the {len(data)} images could be read")
         labels = np.asarray(data.labels)[decoded.ok]
         probs = self.probabilities(decoded.pixels, tta)
-        p_true = probs[np.arange(len(labels)), labels]
+        losses = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1))
         result = {
-            "data": str(where),
             "n_images": int(len(labels)),
             "n_skipped": len(decoded.errors),
             "skipped": decoded.skipped(data.files),
             "classes": self.classes,
-            "loss": float(-np.log(np.clip(p_true, 1e-7, 1)).mean()),
+            "loss": float(losses.mean()),
             "tta": tta,
         }
         result.update(metrics.summary(labels, probs.argmax(1), self.classes))
-        return result
+        outcome = Outcome([data.files[i] for i in decoded.ok], decoded.pixels, labels, probs, losses)
+        return result, outcome
+
+
+@dataclass
+class Outcome:
+    """Per-image results of an evaluation: files, pixels, true labels, probabilities, losses."""
+
+    files: list[Path]
+    pixels: np.ndarray
+    labels: np.ndarray
+    probabilities: np.ndarray
+    losses: np.ndarray
 
 
 def load(path) -> Classifier:

@@ -10,6 +10,9 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
+
+import numpy as np
 
 from . import __version__
 from .errors import UserError
@@ -38,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("model", metavar="MODEL")
     e.add_argument("data", metavar="DATA")
     e.add_argument("--tta", action="store_true", help="average each photo with its mirror image")
+    e.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report, top losses included")
     e.add_argument("--json", action="store_true")
 
     r = sub.add_parser("predict", help="label photos")
@@ -45,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders of them")
     r.add_argument("--tta", action="store_true", help="average each photo with its mirror image")
     r.add_argument("--json", action="store_true")
+
+    x = sub.add_parser("explain", help="where the network looked (Grad-CAM), or the tutorial's steps drawn")
+    x.add_argument("model", metavar="MODEL")
+    x.add_argument("image", metavar="IMAGE")
+    x.add_argument("--out", metavar="PNG", help="figure to write (default: IMAGE's name + _gradcam.png or _steps.png)")
+    x.add_argument("--steps", action="store_true", help="draw the photo's way through the tutorial's four steps")
+    x.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class instead of the predicted one")
+    x.add_argument("--layer", metavar="NAME", help="feature layer to explain (default: the last convolutional one)")
+    x.add_argument("--json", action="store_true")
     return p
 
 
@@ -73,7 +86,9 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from .classifier import load
 
-    result = load(args.model).evaluate(args.data, tta=args.tta)
+    result = load(args.model).evaluate(args.data, tta=args.tta, report=args.report)
+    if args.report:
+        print(f"report written to {args.report}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -112,7 +127,56 @@ def _predict(args) -> int:
     return 2 if len(failed) == len(results) else 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict}
+def _explain(args) -> int:
+    from .classifier import load
+    from .explain import block_steps, grad_cam, seed_steps
+    from .images import ImageError, load_pixels
+    from .models import SeedNet
+    from .plots import block_steps_figure, gradcam_figure, seed_steps_figure
+
+    clf = load(args.model)
+    try:
+        pixels = load_pixels(args.image, clf.preprocessing)
+    except ImageError as e:
+        raise UserError(f"{args.image}: {e}") from None
+    stem = Path(args.image).stem
+    out = Path(args.out or f"{stem}_{'steps' if args.steps else 'gradcam'}.png")
+    if args.steps:
+        if isinstance(clf.model, SeedNet):
+            steps = seed_steps(clf.model, pixels)
+            seed_steps_figure(steps, clf.classes, out)
+            probs = [1 - float(steps["output"][0]), float(steps["output"][0])]
+        else:
+            steps = block_steps(clf.model, pixels)
+            block_steps_figure(steps, clf.classes, out)
+            probs = steps["output"].tolist()
+        k = int(np.argmax(probs))
+        summary = {"image": args.image, "label": clf.classes[k], "probabilities": dict(zip(clf.classes, probs)), "figure": str(out)}
+    else:
+        cam = grad_cam(clf, pixels, args.class_name, args.layer)
+        k = int(cam.probabilities.argmax())
+        explained = clf.classes[cam.class_index]
+        title = f"{Path(args.image).name}: {clf.classes[k]} {cam.probabilities[k]:.2f}" + (
+            f"; showing evidence for {explained}" if explained != clf.classes[k] else ""
+        )
+        gradcam_figure(pixels, cam.heatmap, title, out)
+        summary = {
+            "image": args.image,
+            "label": clf.classes[k],
+            "probability": float(cam.probabilities[k]),
+            "probabilities": dict(zip(clf.classes, map(float, cam.probabilities))),
+            "explained_class": explained,
+            "layer": cam.layer,
+            "heatmap": str(out),
+        }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{args.image}  {summary['label']}  {max(summary['probabilities'].values()):.2f}  -> {out}")
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "explain": _explain}
 
 
 def main(argv: list[str] | None = None) -> int:

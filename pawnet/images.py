@@ -58,6 +58,8 @@ def is_image_file(path: Path) -> bool:
 
 
 def _open(source) -> Image.Image:
+    if isinstance(source, np.ndarray):
+        return Image.fromarray(source)
     if isinstance(source, Image.Image):
         return source
     if isinstance(source, (bytes, bytearray)):
@@ -107,7 +109,7 @@ def _fit(img: Image.Image, size: int, resize: str) -> Image.Image:
 
 
 def load_pixels(source, prep: Preprocessing) -> np.ndarray:
-    """Decode one image (path, bytes or PIL image) to `size` x `size` x 3 uint8 RGB.
+    """Decode one image (path, bytes, PIL image or uint8 array) to `size` x `size` x 3 uint8 RGB.
 
     JPEGs are decoded at reduced scale (Pillow's draft mode) when they are much larger than
     `size`, which makes decoding several times faster. EXIF orientation is applied.

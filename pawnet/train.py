@@ -24,6 +24,7 @@ from .images import Preprocessing
 from .modeldir import CONFIG, FORMAT_VERSION, WEIGHTS, save_weights, write_json
 from .models import EfficientNetLite0, build, loss_fn, probabilities
 from .plots import learning_curves
+from .report import write_report
 from .progress import bar, interactive
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
@@ -353,7 +354,10 @@ def train(
         f"best epoch {best['epoch']}: val_acc {best['val_acc']:.4f}; final val_acc {rows[-1]['val_acc']:.4f}; "
         f"{total:.0f}s; model saved to {out}"
     )
-    return Classifier.load(out)
+    clf = Classifier.load(out)
+    result, outcome = clf.evaluate_set(val_set)
+    write_report(clf, {"data": f"validation set ({val_source})", **result}, outcome, out / "report.html")
+    return clf
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:

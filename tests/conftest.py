@@ -82,3 +82,27 @@ def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
 
 def read_json(text: str):
     return json.loads(text)
+
+
+SIZE, PATCH = 64, 16
+
+
+def patch_image(colour: str, seed: int):
+    """Grey noise with one coloured square somewhere: the square's colour is the class."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(60, 180, (SIZE, SIZE, 1)).repeat(3, 2).astype(np.uint8)
+    y, x = rng.integers(0, SIZE - PATCH, 2)
+    img[y : y + PATCH, x : x + PATCH] = (230, 20, 20) if colour == "red" else (20, 20, 230)
+    return img, (y, x)
+
+
+@pytest.fixture(scope="session")
+def patch_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("patches")
+    for colour in ("red", "blue"):
+        (root / "data" / colour).mkdir(parents=True)
+        for i in range(100):
+            Image.fromarray(patch_image(colour, 10_000 * (colour == "red") + i)[0]).save(root / "data" / colour / f"{i}.png")
+    import pawnet
+
+    return pawnet.train(root / "data", epochs=8, out=root / "run", log=lambda *_: None)

@@ -1,0 +1,151 @@
+"""Where the network looked (Grad-CAM), and the tutorial's four steps computed for one photo.
+
+Grad-CAM weighs each feature map of the last convolutional layer by how much the class score
+rises with it (the gradient, averaged over the map), sums them and keeps the positive part:
+a coarse map of the regions that speak for the class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .classifier import Classifier, to_tensor
+from .errors import UserError
+from .images import load_pixels
+from .models import SeedNet, probabilities
+
+
+@dataclass
+class GradCam:
+    heatmap: np.ndarray  # (size, size) in [0, 1], over the network's input
+    class_index: int
+    probabilities: np.ndarray
+    layer: str
+
+
+def last_feature_layer(model: torch.nn.Module, size: int) -> str:
+    """The name of the module whose output is the last spatial feature map of a forward pass."""
+    found: list[str] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if name and not list(module.children()):
+
+            def record(mod, args, out, name=name):
+                if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] > 1 and out.shape[-2] > 1:
+                    found.append(name)
+
+            hooks.append(module.register_forward_hook(record))
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+    if not found:
+        raise UserError("this network has no spatial feature map to explain")
+    return found[-1]
+
+
+def _class_score(model, logits: torch.Tensor, k: int) -> torch.Tensor:
+    if getattr(model, "binary", False):  # one sigmoid logit z: class 1 scores z, class 0 scores -z
+        return logits[0, 0] if k == 1 else -logits[0, 0]
+    return logits[0, k]
+
+
+def grad_cam(clf: Classifier, pixels: np.ndarray, class_name: str | None = None, layer: str | None = None) -> GradCam:
+    """Grad-CAM of uint8 pixels (from `load_pixels`) for the predicted class or `class_name`."""
+    model = clf.model
+    size = clf.preprocessing.size
+    layer = layer or last_feature_layer(model, size)
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        raise UserError(f"no layer named {layer!r}; layers: {', '.join(n for n in modules if n)}")
+    if class_name is not None and class_name not in clf.classes:
+        raise UserError(f"no class {class_name!r}; the model's classes are {', '.join(clf.classes)}")
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(mod, args, out):
+        # A module may run more than once (a shared activation): the last call is the one that counts.
+        store["act"] = out
+        out.register_hook(lambda g: store.__setitem__("grad", g))
+
+    hook = modules[layer].register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logits = model(to_tensor(pixels[None]))
+            probs = probabilities(model, logits.detach())[0].numpy()
+            k = int(probs.argmax()) if class_name is None else clf.classes.index(class_name)
+            _class_score(model, logits, k).backward()
+    finally:
+        hook.remove()
+    act, grad = store["act"].detach(), store["grad"]
+    cam = F.relu((grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    cam = cam / cam.max() if cam.max() > 0 else cam
+    return GradCam(cam.numpy(), k, probs, layer)
+
+
+def explain(model, image, class_name: str | None = None, layer: str | None = None) -> np.ndarray:
+    """Grad-CAM heatmap, (size, size) in [0, 1], for an image path, PIL image or uint8 array.
+
+    `model` is a Classifier or a model directory's path.
+    """
+    clf = model if isinstance(model, Classifier) else Classifier.load(model)
+    return grad_cam(clf, load_pixels(image, clf.preprocessing), class_name, layer).heatmap
+
+
+def seed_steps(model: SeedNet, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Each of the tutorial's steps for one photo, with this model's learned weights.
+
+    Computed in the tutorial's order (ReLU before pooling); the network's own forward pass pools
+    first, which gives the same numbers.
+    """
+    with torch.inference_mode():
+        x = model.rescale(to_tensor(pixels[None]))
+        conv1 = F.relu(model.conv1(x))
+        pool1 = model.pool1(conv1)
+        conv2 = F.relu(model.conv2(pool1))
+        pool2 = model.pool2(conv2)
+        flat = model.flatten(pool2)
+        dense = F.relu(model.dense(flat))
+        out = torch.sigmoid(model.output(dense))
+    return {
+        "input": pixels,
+        "detectors": model.conv1.weight.detach().numpy(),
+        "conv1": conv1[0].numpy(),
+        "pool1": pool1[0].numpy(),
+        "conv2": conv2[0].numpy(),
+        "pool2": pool2[0].numpy(),
+        "flatten": flat[0].numpy(),
+        "dense": dense[0].numpy(),
+        "output": out[0].numpy(),
+    }
+
+
+def block_steps(model: torch.nn.Module, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """For deep networks: the input, the first block's feature maps and the last block's."""
+    size = pixels.shape[0]
+    maps: dict[str, torch.Tensor] = {}
+    last_name = last_feature_layer(model, size)
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    hooks = [
+        first_conv.register_forward_hook(lambda m, a, out: maps.setdefault("first", out)),
+        dict(model.named_modules())[last_name].register_forward_hook(lambda m, a, out: maps.__setitem__("last", out)),
+    ]
+    try:
+        with torch.inference_mode():
+            logits = model(to_tensor(pixels[None]))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {
+        "input": pixels,
+        "first": maps["first"][0].numpy(),
+        "last": maps["last"][0].numpy(),
+        "output": probabilities(model, logits)[0].numpy(),
+        "last_name": last_name,
+    }
