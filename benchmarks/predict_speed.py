@@ -1,4 +1,5 @@
-"""Prediction speed: one file with the model loaded, a whole folder, and one cold `pawnet predict`.
+"""Prediction speed: one file with the model loaded, a whole folder, one cold `pawnet predict`,
+and the same folder through the exported ONNX model on onnxruntime, with label agreement.
 
     python benchmarks/predict_speed.py [--model DIR] [DATA]
 
@@ -53,6 +54,17 @@ def main() -> int:
             subprocess.run([sys.executable, "-m", "pawnet", "predict", str(model_dir), str(photo)], check=True, capture_output=True)
             cold.append(time.perf_counter() - t)
         print(f"pawnet predict MODEL photo.jpg   {statistics.median(cold):7.2f} s whole command, median of 3")
+
+        onnx_path = Path(tmp) / "model.onnx"
+        pawnet.export(model_dir, onnx_path, log=lambda *_: None)
+        onnx_clf = pawnet.load(onnx_path)
+        onnx_clf.predict(photo)
+        t = time.perf_counter()
+        onnx_results = onnx_clf.predict(folder)
+        onnx_wall = time.perf_counter() - t
+        agree = sum(a["label"] == b["label"] for a, b in zip(results, onnx_results))
+        print(f"ONNX (onnxruntime) on the folder  {len(onnx_results) / onnx_wall:7.0f} images/s against PyTorch's {len(results) / wall:.0f}")
+        print(f"ONNX labels equal PyTorch's       {agree} of {len(results)}")
     return 0
 
 

@@ -5,15 +5,35 @@ you have folders of photos for.
     model = pawnet.train("datasets/cats-vs-dogs", arch="seed", epochs=25, out="runs/seed")
     model.predict("cat_or_dog_1.jpg")
     model.evaluate("datasets/cats-vs-dogs/test_set")
-    model = pawnet.load("runs/seed")
+    model = pawnet.load("runs/seed")                     # or an exported "model.onnx"
     heatmap = pawnet.explain(model, "cat_or_dog_1.jpg")   # Grad-CAM, an array over the input
 """
 
 __version__ = "0.1.0"
 
-from .classifier import Classifier, load  # noqa: E402
 from .errors import UserError  # noqa: E402
-from .explain import explain  # noqa: E402
-from .train import train  # noqa: E402
+from .predictor import load  # noqa: E402
 
-__all__ = ["Classifier", "UserError", "explain", "load", "train", "__version__"]
+__all__ = ["Classifier", "UserError", "explain", "export", "load", "train", "__version__"]
+
+
+def __getattr__(name):
+    # PyTorch is imported on first use of what needs it, so `pawnet.load("model.onnx")` runs
+    # where PyTorch is not installed.
+    if name == "train":
+        from .training import train
+
+        return train
+    if name == "explain":
+        from .explanations import explain
+
+        return explain
+    if name == "export":
+        from .onnx_export import export
+
+        return export
+    if name == "Classifier":
+        from .classifier import Classifier
+
+        return Classifier
+    raise AttributeError(f"module 'pawnet' has no attribute {name!r}")

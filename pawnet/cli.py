@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import UserError
+from .errors import DownloadError, UserError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,9 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report, top losses included")
     e.add_argument("--json", action="store_true")
 
-    r = sub.add_parser("predict", help="label photos")
-    r.add_argument("model", metavar="MODEL")
-    r.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders of them")
+    r = sub.add_parser("predict", help="label photos", usage="pawnet predict [MODEL] PATH... [--tta] [--json]")
+    r.add_argument("paths", metavar="[MODEL] PATH", nargs="+",
+                   help="a model directory or .onnx file (default: the cats-vs-dogs model shipped with pawnet), "
+                        "then image files or folders of them")
     r.add_argument("--tta", action="store_true", help="average each photo with its mirror image")
     r.add_argument("--json", action="store_true")
 
@@ -58,11 +59,35 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class instead of the predicted one")
     x.add_argument("--layer", metavar="NAME", help="feature layer to explain (default: the last convolutional one)")
     x.add_argument("--json", action="store_true")
+
+    o = sub.add_parser("export", help="a portable model (ONNX), checked against PyTorch")
+    o.add_argument("model", metavar="MODEL")
+    o.add_argument("--format", choices=["onnx"], default="onnx")
+    o.add_argument("--out", metavar="FILE", help="default: MODEL/model.onnx")
+    o.add_argument("--quantize", action="store_true", help="int8 weights (onnxruntime dynamic quantization)")
+    o.add_argument("--check", metavar="DATA", help="labelled folder to measure int8's accuracy change on")
+    o.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("data", help="audit a data set, or fetch the public one")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    c = dsub.add_parser("check", help="unreadable files, wrong extensions, odd modes and sizes, duplicates, leakage")
+    c.add_argument("data", metavar="DATA")
+    c.add_argument("--fix", action="store_true", help="move unreadable files and redundant copies to DATA.quarantine/")
+    c.add_argument("--no-cache", action="store_true", help="inspect every file again")
+    c.add_argument("--json", action="store_true", help="print every finding, not just the summary")
+    rs = dsub.add_parser("restore", help="put back what check --fix moved aside")
+    rs.add_argument("data", metavar="DATA")
+    dl = dsub.add_parser("download", help="fetch the Dogs vs. Cats photos (or any archive of class folders)")
+    dl.add_argument("dest", metavar="DEST", nargs="?", default="datasets")
+    dl.add_argument("--source", default="petimages", help="a known source (petimages) or a URL")
+    dl.add_argument("--sha256", metavar="HEX", help="expected checksum of the archive")
+    dl.add_argument("--split", type=float, default=0.2, help="fraction of each class for test_set/")
+    dl.add_argument("--seed", type=int, default=0)
     return p
 
 
 def _train(args) -> int:
-    from .train import train
+    from .training import train
 
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     clf = train(
@@ -84,7 +109,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .classifier import load
+    from .predictor import load
 
     result = load(args.model).evaluate(args.data, tta=args.tta, report=args.report)
     if args.report:
@@ -107,9 +132,13 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from .classifier import load
+    from .predictor import is_model, load
 
-    results = load(args.model).predict(args.paths, tta=args.tta)
+    model, paths = (args.paths[0], args.paths[1:]) if is_model(args.paths[0]) else (None, args.paths)
+    if not paths:
+        raise UserError(f"no images to predict: name image files or folders after the model {model}")
+    args.paths = paths
+    results = load(model).predict(paths, tta=args.tta)
     failed = [r for r in results if "error" in r]
     if args.json:
         print(json.dumps(results, indent=2))
@@ -128,13 +157,15 @@ def _predict(args) -> int:
 
 
 def _explain(args) -> int:
-    from .classifier import load
-    from .explain import block_steps, grad_cam, seed_steps
+    from .predictor import load
+    from .explanations import block_steps, grad_cam, seed_steps
     from .images import ImageError, load_pixels
     from .models import SeedNet
     from .plots import block_steps_figure, gradcam_figure, seed_steps_figure
 
     clf = load(args.model)
+    if not hasattr(clf, "model"):
+        raise UserError(f"{args.model}: explain needs a model directory (it follows gradients through PyTorch)")
     try:
         pixels = load_pixels(args.image, clf.preprocessing)
     except ImageError as e:
@@ -176,7 +207,66 @@ def _explain(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "explain": _explain}
+def _export(args) -> int:
+    from .onnx_export import export
+
+    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    report = export(args.model, args.out, quantize=args.quantize, check=args.check, log=log)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+def _data(args) -> int:
+    if args.data_command == "download":
+        from .download import download
+
+        download(args.dest, args.source, args.sha256, args.split, args.seed)
+        return 0
+    from . import audit
+
+    if args.data_command == "restore":
+        restored = audit.restore(args.data)
+        print(f"restored {len(restored)} files")
+        return 0
+    report = audit.check(args.data, use_cache=not args.no_cache)
+    moved = audit.fix(report) if args.fix else []
+    if args.json:
+        print(json.dumps({**report, "moved": moved}, indent=2))
+        return 0
+    print(f"{report['data']}: {report['n_images']} images checked in {report['seconds']:.1f}s ({report['images_per_second']:.0f} images/s)")
+    for split, counts in report["classes"].items():
+        print(f"  {split}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    labels = {
+        "unreadable": "unreadable files",
+        "extension_mismatch": "extension does not match content",
+        "not_rgb": "not RGB (grayscale, palette, CMYK, alpha, 16-bit)",
+        "tiny": f"tiny (a side under {audit.TINY} px)",
+        "huge": f"huge (over {audit.HUGE / 1e6:.0f} megapixels)",
+        "exact_duplicate_groups": "groups of byte-identical files",
+        "near_duplicate_pairs": f"near-duplicate pairs (perceptual hash within {report['near_duplicate_bits']} bits)",
+        "conflicting_labels": "duplicates with different labels",
+        "train_test_leaks": "duplicates across training and test sets (leakage)",
+    }
+    for key, text in labels.items():
+        print(f"  {report['summary'][key]:>6}  {text}")
+    findings = report["findings"]
+    for u in findings["unreadable"]:
+        print(f"unreadable  {u['path']}: {u['why']}")
+    for m in findings["extension_mismatch"]:
+        print(f"extension   {m['path']}: content is {m['format']}")
+    for g in findings["exact_duplicates"]:
+        print(f"identical   {' = '.join(g['files'])} ({', '.join(g['where'])})")
+    for p in findings["near_duplicates"]:
+        print(f"near        {' ~ '.join(p['files'])} ({p['kind']}, {p['bits']} bits, {p['where']})")
+    if args.fix:
+        print(f"moved {len(moved)} files to {audit.quarantine_folder(Path(args.data))} (pawnet data restore {args.data} puts them back)")
+    elif moved or findings["unreadable"] or findings["exact_duplicates"]:
+        print("pawnet data check --fix moves unreadable files and redundant copies aside")
+    return 0
+
+
+COMMANDS = {"data": _data, "train": _train, "evaluate": _evaluate, "predict": _predict, "explain": _explain, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"pawnet: error: {e}", file=sys.stderr)
         return 2
+    except DownloadError as e:
+        print(f"pawnet: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("pawnet: interrupted", file=sys.stderr)
         return 130

@@ -3,3 +3,10 @@ class UserError(Exception):
 
     The command line prints its message as one line on stderr and exits with status 2.
     """
+
+
+class DownloadError(Exception):
+    """A transfer that failed for reasons outside the user's input (the network, the disk).
+
+    The command line prints its message as one line and exits with status 1.
+    """

@@ -63,12 +63,24 @@ def read_config(path) -> dict:
 
 
 def load_model(path) -> tuple[torch.nn.Module, dict]:
+    """The network and config of a model directory.
+
+    A directory whose config says `"weights": "head"` stores only the dense head: its body is the
+    pretrained one from the weights package, which training left untouched. That keeps the
+    default model shipped with pawnet to a few kilobytes.
+    """
     folder = Path(path)
     config = read_config(folder)
     prep = Preprocessing.from_dict(config["preprocessing"])
-    model = build(config["arch"], len(config["classes"]), prep.size, prep.mean, prep.std)
+    head_only = config.get("weights") == "head"
+    model = build(config["arch"], len(config["classes"]), prep.size, prep.mean, prep.std, pretrained=head_only)
     try:
-        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+        state = load_file(str(folder / WEIGHTS))
+        if head_only:
+            if not state or not all(k.startswith("head.") for k in state):
+                raise RuntimeError("a head-only model must hold head.* tensors alone")
+            state = {**model.state_dict(), **state}
+        model.load_state_dict(state)
     except (SafetensorError, RuntimeError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{folder / WEIGHTS}: weights do not fit the config ({first})") from None

@@ -9,7 +9,7 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def bar(iterable=None, *, total=None, desc="", unit="img", leave=True):
+def bar(iterable=None, *, total=None, desc="", unit="img", leave=True, **options):
     """A tqdm bar on stderr when it is a terminal; a silent pass-through when it is not,
     so that logs and pipes get the plain per-epoch lines the caller prints instead."""
     return tqdm(
@@ -21,4 +21,5 @@ def bar(iterable=None, *, total=None, desc="", unit="img", leave=True):
         disable=not interactive(),
         dynamic_ncols=True,
         file=sys.stderr,
+        **options,
     )

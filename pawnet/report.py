@@ -62,7 +62,7 @@ def _confusion(result: dict) -> str:
 
 
 def _top_losses(clf, outcome, n: int = TOP_LOSSES) -> str:
-    from .explain import grad_cam
+    from .explanations import grad_cam
 
     thumb_prep = Preprocessing(size=THUMB, resize=clf.preprocessing.resize)
     cards = []
@@ -130,6 +130,15 @@ def write_report(clf, result: dict, outcome, path, curves: Path | None = None, t
             f"<h2>Data</h2><p>training data <code>{html.escape(str(data.get('train', '')))}</code>; validation: "
             f"{html.escape(str(data.get('validation', '')))}</p>" + _table(rows, ["class", "training images", "validation images"])
         )
+        leakage = data.get("leakage", {})
+        if leakage:
+            n = leakage["exact_duplicates"]
+            sections.append(
+                f"<p>Leakage check: {n} validation images byte-identical to training images"
+                + (" (validation accuracy reads high; <code>pawnet data check --fix</code> moves them aside)." if n else ".")
+                + "</p>"
+                + (_table(leakage["pairs"], ["validation image", "training image"]) if n else "")
+            )
     skipped = {**data.get("skipped", {}), **result.get("skipped", {})}
     if skipped:
         sections.append("<h3>Skipped files</h3>" + _table([[p, why] for p, why in skipped.items()], ["file", "why"]))

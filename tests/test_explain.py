@@ -14,7 +14,7 @@ from conftest import PATCH, SIZE, make_dataset, patch_image, run_cli
 from PIL import Image
 
 import pawnet
-from pawnet.explain import block_steps, grad_cam, last_feature_layer, seed_steps
+from pawnet.explanations import block_steps, grad_cam, last_feature_layer, seed_steps
 
 
 def test_grad_cam_peak_lands_on_the_patch(patch_model):

@@ -66,12 +66,13 @@ def grad_cam(clf: Classifier, pixels: np.ndarray, class_name: str | None = None,
         raise UserError(f"no layer named {layer!r}; layers: {', '.join(n for n in modules if n)}")
     if class_name is not None and class_name not in clf.classes:
         raise UserError(f"no class {class_name!r}; the model's classes are {', '.join(clf.classes)}")
-    store: dict[str, torch.Tensor] = {}
+    calls: list[dict[str, torch.Tensor]] = []
 
     def keep(mod, args, out):
         # A module may run more than once (a shared activation): the last call is the one that counts.
-        store["act"] = out
-        out.register_hook(lambda g: store.__setitem__("grad", g))
+        call = {"act": out}
+        out.register_hook(lambda g: call.__setitem__("grad", g))
+        calls.append(call)
 
     hook = modules[layer].register_forward_hook(keep)
     try:
@@ -82,7 +83,7 @@ def grad_cam(clf: Classifier, pixels: np.ndarray, class_name: str | None = None,
             _class_score(model, logits, k).backward()
     finally:
         hook.remove()
-    act, grad = store["act"].detach(), store["grad"]
+    act, grad = calls[-1]["act"].detach(), calls[-1]["grad"]
     cam = F.relu((grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
     cam = cam / cam.max() if cam.max() > 0 else cam

@@ -18,6 +18,7 @@ import torch
 from . import __version__, augment
 from .cache import cached_decode, cpu_count
 from .classifier import Classifier, to_tensor
+from .audit import train_test_leaks
 from .data import train_val_split
 from .errors import UserError
 from .images import Preprocessing
@@ -148,6 +149,47 @@ def _features(model, pixels, bf16: bool, desc: str, mirror: bool = False, batch_
     return torch.cat(out)
 
 
+def _train_epoch(model, net, inputs, labels, recipe, optimizer, scheduler, weights, generator, bf16, desc) -> tuple[float, float]:
+    """One pass over the training set in shuffled batches; returns mean loss and accuracy.
+
+    Pixels are augmented a whole batch at a time; precomputed features are used as they are.
+    Loss and accuracy stay on the tensor side until the end of the epoch, so no step waits for
+    the host (except to refresh the progress bar on a terminal).
+    """
+    net.train()
+    n = len(labels)
+    start = time.perf_counter()
+    order = torch.randperm(n, generator=generator).numpy()
+    total_loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+    progress = bar(range(0, n, recipe.batch_size), desc=desc, unit="batch", leave=False)
+    for step, i in enumerate(progress):
+        idx = np.sort(order[i : i + recipe.batch_size])
+        if isinstance(inputs, np.ndarray):
+            x = recipe.augmentation(to_tensor(inputs[idx]), generator).contiguous(memory_format=torch.channels_last)
+        else:
+            x = inputs[idx]
+        y = torch.from_numpy(labels[idx])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x).float()
+        loss = loss_fn(model, logits, y, weights, recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        with torch.no_grad():
+            total_loss += loss.detach() * len(y)
+            correct += (probabilities(model, logits).argmax(1) == y).sum()
+        if interactive() and step % 10 == 0:
+            seen = min(i + recipe.batch_size, n)
+            progress.set_postfix(
+                loss=f"{total_loss.item() / seen:.3f}",
+                acc=f"{correct.item() / seen:.3f}",
+                img_s=f"{seen / (time.perf_counter() - start):.0f}",
+            )
+    return total_loss.item() / n, correct.item() / n
+
+
 def train(
     data,
     *,
@@ -192,6 +234,12 @@ def train(
     classes = train_set.classes
     prep = recipe.preprocessing
     log(f"data: {len(train_set)} training images, {len(val_set)} validation images ({val_source}); classes: {', '.join(classes)}")
+    leaks = train_test_leaks(train_set.files, val_set.files)
+    if leaks:
+        log(
+            f"warning: {len(leaks)} validation images are byte-identical to training images (such as {leaks[0][0]} and "
+            f"{leaks[0][1]}), so validation accuracy will read high; `pawnet data check DATA --fix` moves the copies aside"
+        )
 
     # 2. Decode every photo once; epochs then only read uint8 arrays.
     t0 = time.perf_counter()
@@ -271,6 +319,7 @@ def train(
             "train_counts": dict(zip(classes, counts)),
             "val_counts": dict(zip(classes, np.bincount(val_y, minlength=len(classes)).tolist())),
             "skipped": skipped,
+            "leakage": {"exact_duplicates": len(leaks), "pairs": leaks[:20]},
         },
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -282,44 +331,16 @@ def train(
     n = len(train_y)
     start = time.perf_counter()
     for epoch in range(1, recipe.epochs + 1):
-        net.train()
         t_epoch = time.perf_counter()
-        order = torch.randperm(n, generator=generator).numpy()
-        total_loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
-        steps = range(0, n, recipe.batch_size)
-        progress = bar(steps, desc=f"epoch {epoch}/{recipe.epochs}", unit="batch", leave=False)
-        for step, i in enumerate(progress):
-            idx = np.sort(order[i : i + recipe.batch_size])
-            if isinstance(train_inputs, np.ndarray):
-                x = recipe.augmentation(to_tensor(train_inputs[idx]), generator)
-                x = x.contiguous(memory_format=torch.channels_last)
-            else:
-                x = train_inputs[idx]
-            y = torch.from_numpy(train_y[idx])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = net(x).float()
-            loss = loss_fn(model, logits, y, weights, recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            with torch.no_grad():
-                total_loss += loss.detach() * len(y)
-                correct += (probabilities(model, logits).argmax(1) == y).sum()
-            if interactive() and step % 10 == 0:
-                seen = min(i + recipe.batch_size, n)
-                progress.set_postfix(
-                    loss=f"{total_loss.item() / seen:.3f}",
-                    acc=f"{correct.item() / seen:.3f}",
-                    img_s=f"{seen / (time.perf_counter() - t_epoch):.0f}",
-                )
+        train_loss, train_acc = _train_epoch(
+            model, net, train_inputs, train_y, recipe, optimizer, scheduler, weights, generator, bf16, f"epoch {epoch}/{recipe.epochs}"
+        )
         train_seconds = time.perf_counter() - t_epoch
         val_loss, val_acc = _validate(model, net, val_inputs, val_y)
         row = {
             "epoch": epoch,
-            "train_loss": round(total_loss.item() / n, 5),
-            "train_acc": round(correct.item() / n, 5),
+            "train_loss": round(train_loss, 5),
+            "train_acc": round(train_acc, 5),
             "val_loss": round(val_loss, 5),
             "val_acc": round(val_acc, 5),
             "lr": round(optimizer.param_groups[0]["lr"], 8),

@@ -1,0 +1,101 @@
+"""`pawnet export MODEL --format onnx`: a portable model, checked against PyTorch as it is made."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .classifier import Classifier
+from .errors import UserError
+from .models import probabilities
+from .onnx_model import CONFIG_KEY, INPUT, OUTPUT, OnnxClassifier
+
+PARITY_TOLERANCE = 1e-4
+
+
+class _WithProbabilities(torch.nn.Module):
+    """The network with its sigmoid or softmax, so an ONNX user gets probabilities directly."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels):
+        return probabilities(self.model, self.model(pixels))
+
+
+def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -> dict:
+    """Export a model directory to ONNX and return what was checked.
+
+    The batch axis is dynamic. Parity: on batches of 1 and 7 (random pixels), the largest
+    difference between onnxruntime's and PyTorch's probabilities must stay under 1e-4.
+    With `quantize`, weights are stored as int8 (onnxruntime dynamic quantization), and `check`,
+    a labelled folder, measures what that costs in accuracy.
+    """
+    clf = Classifier.load(model_dir)
+    out = Path(out) if out else Path(model_dir) / ("model.int8.onnx" if quantize else "model.onnx")
+    size = clf.preprocessing.size
+    wrapper = _WithProbabilities(clf.model.to(memory_format=torch.contiguous_format)).eval()
+    example = torch.rand(2, 3, size, size) * 255
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    onnx_program = torch.onnx.export(
+        wrapper, (example,), dynamo=True, verbose=False, input_names=[INPUT], output_names=[OUTPUT], dynamic_shapes={"pixels": {0: batch}}
+    )
+    onnx_program.optimize()
+    onnx_program.save(str(out))
+    _store_config(out, {**clf.config, "exported_from": str(model_dir)})
+    if not _batch_axis_is_dynamic(out):
+        raise RuntimeError(f"{out}: the exporter fixed the batch size; the file would accept one batch size only")
+
+    exported = OnnxClassifier.load(out)
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for n in (1, 7):
+        pixels = (torch.rand(n, size, size, 3, generator=generator) * 255).to(torch.uint8).numpy()
+        worst = max(worst, float(np.abs(exported.probabilities(pixels) - clf.probabilities(pixels)).max()))
+    report = {"onnx": str(out), "max_probability_difference": worst, "bytes": out.stat().st_size}
+    log(f"exported {out} ({out.stat().st_size / 1e6:.2f} MB); largest probability difference from PyTorch on batches of 1 and 7: {worst:.2e}")
+    if worst >= PARITY_TOLERANCE:
+        raise RuntimeError(f"the ONNX model differs from PyTorch by {worst:.2e} (limit {PARITY_TOLERANCE:.0e})")
+
+    if quantize:
+        report.update(_quantize(out, clf, check, log))
+    return report
+
+
+def _store_config(path: Path, config: dict) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CONFIG_KEY, json.dumps(config)
+    onnx.save(model, str(path))
+
+
+def _batch_axis_is_dynamic(path: Path) -> bool:
+    import onnx
+
+    dim = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]
+    return bool(dim.dim_param) and not dim.HasField("dim_value")
+
+
+def _quantize(path: Path, clf: Classifier, check, log) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_path = path.with_name(path.stem + ".fp32.onnx")
+    path.replace(float_path)
+    quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8)
+    float_path.unlink()
+    report = {"quantized": True, "bytes": path.stat().st_size}
+    log(f"quantized to int8: {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    if check is not None:
+        before = clf.evaluate(check)["accuracy"]
+        after = OnnxClassifier.load(path).evaluate(check)["accuracy"]
+        report.update({"accuracy_float": before, "accuracy_int8": after})
+        log(f"accuracy on {check}: {before:.4f} in float32, {after:.4f} in int8 ({(after - before) * 100:+.2f} points)")
+    else:
+        log("pass --check DATA to measure what int8 costs in accuracy")
+    return report

