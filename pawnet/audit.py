@@ -171,6 +171,10 @@ def check(data, use_cache: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) ->
         if e["class"] is not None:
             counts[e["split"]][e["class"]] += 1
     total = {split: dict(sorted(c.items())) for split, c in counts.items()}
+    per_class = Counter()
+    for c in counts.values():
+        per_class.update(c)
+    balance = round(max(per_class.values()) / min(per_class.values()), 2) if per_class else None
     leaks = [d for d in exact if "across train/test" in d["where"]] + [d for d in findings["near_duplicates"] if d["where"] == "across train/test"]
     return {
         "data": str(root),
@@ -179,6 +183,7 @@ def check(data, use_cache: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) ->
         "images_per_second": round(len(entries) / seconds, 1) if seconds else None,
         "from_cache": len(entries) - len(todo),
         "classes": total,
+        "class_balance": balance,  # largest class / smallest; training weighs classes above 1.5
         "near_duplicate_bits": near_bits,
         "summary": {
             "unreadable": len(findings["unreadable"]),

@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on folders of photos")
     t.add_argument("data", metavar="DATA", help="class folders, training_set/ + test_set/, or cat.1.jpg-style names")
     t.add_argument("--val", metavar="DIR", help="validation folder (default: test_set/, else 20%% of DATA)")
-    t.add_argument("--arch", default="seed", help="network: seed (the tutorial's)")
+    t.add_argument("--arch", default="seed", help="seed (the tutorial's network), small (from scratch, any number of classes) or efficientnet_lite0 (pretrained)")
     t.add_argument("--epochs", type=int, help="passes over the training photos (default: the architecture's)")
     t.add_argument("--batch-size", type=int, help="photos per step (default: the architecture's)")
     t.add_argument("--img-size", type=int, help="side of the square input in pixels (default: the architecture's)")
@@ -137,20 +137,19 @@ def _predict(args) -> int:
     model, paths = (args.paths[0], args.paths[1:]) if is_model(args.paths[0]) else (None, args.paths)
     if not paths:
         raise UserError(f"no images to predict: name image files or folders after the model {model}")
-    args.paths = paths
     results = load(model).predict(paths, tta=args.tta)
+    if not results:
+        raise UserError("no images found in " + " ".join(paths))
     failed = [r for r in results if "error" in r]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        width = max(len(r["path"]) for r in results) + 2 if results else 0
+        width = max(len(r["path"]) for r in results) + 2
         for r in results:
             if "error" in r:
                 print(f"{r['path']:<{width}}error: {r['error']}")
             else:
                 print(f"{r['path']:<{width}}{r['label']}  {r['probability']:.2f}")
-    if not results:
-        raise UserError("no images found in " + " ".join(args.paths))
     if failed:
         print(f"pawnet: {len(failed)} of {len(results)} files could not be read", file=sys.stderr)
     return 2 if len(failed) == len(results) else 0
@@ -237,6 +236,9 @@ def _data(args) -> int:
     print(f"{report['data']}: {report['n_images']} images checked in {report['seconds']:.1f}s ({report['images_per_second']:.0f} images/s)")
     for split, counts in report["classes"].items():
         print(f"  {split}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    if report["class_balance"]:
+        flag = "  (imbalanced: training weighs the classes)" if report["class_balance"] > 1.5 else ""
+        print(f"  largest class / smallest: {report['class_balance']:.2f}{flag}")
     labels = {
         "unreadable": "unreadable files",
         "extension_mismatch": "extension does not match content",

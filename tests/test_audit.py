@@ -68,6 +68,7 @@ def test_every_planted_fault_is_found_and_nothing_else(planted):
     assert near[frozenset({str(sources["mirror"]), str(faults["mirror"])})]["kind"] == "mirror image"
     assert report["summary"]["train_test_leaks"] == 1 and report["summary"]["conflicting_labels"] == 0
     assert report["classes"]["training_set"]["cats"] == 8 + 4 and report["classes"]["test_set"]["dogs"] == 4 + 1
+    assert report["class_balance"] == round(16 / 15, 2)  # cats 12 + 4, dogs 10 + 5
 
 
 def test_fix_moves_copies_aside_and_restore_puts_them_back(planted):
