@@ -232,6 +232,8 @@ def train(
     # 1. The photos, and which of them validate.
     train_set, val_set, val_source = train_val_split(data, val, seed=seed)
     classes = train_set.classes
+    if arch == "seed" and len(classes) != 2:
+        raise UserError(f"the seed network is the tutorial's two-class one, and DATA has {len(classes)} classes; use --arch small")
     prep = recipe.preprocessing
     log(f"data: {len(train_set)} training images, {len(val_set)} validation images ({val_source}); classes: {', '.join(classes)}")
     leaks = train_test_leaks(train_set.files, val_set.files)
@@ -258,8 +260,6 @@ def train(
     if min(counts) == 0:
         empty = [c for c, n in zip(classes, counts) if n == 0]
         raise UserError(f"class {', '.join(empty)} has no readable training images")
-    if arch == "seed" and len(classes) != 2:
-        raise UserError(f"the seed network is the tutorial's two-class one, and DATA has {len(classes)} classes; use --arch small")
     weights = _class_weights(counts)
 
     # 3. The network and its optimiser, seeded so that a CPU run repeats exactly.
