@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 import time
 import warnings
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .atomic import write_text
 from .cache import cache_dir, cpu_count
 from .data import TEST_DIR, TRAIN_DIR, has_tutorial_layout, read_folder
 from .errors import UserError
@@ -101,9 +101,7 @@ class _Memo:
     def save(self):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.entries))
-            tmp.replace(self.path)
+            write_text(self.path, json.dumps(self.entries))
         except OSError:
             pass
 
@@ -265,9 +263,7 @@ def fix(report: dict) -> list[dict]:
         done.append({"from": str(src), "to": str(dst), "why": why})
     if done:
         manifest += done
-        tmp = manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2))
-        tmp.replace(manifest_path)
+        write_text(manifest_path, json.dumps(manifest, indent=2))
     return done
 
 

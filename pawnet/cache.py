@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import replacing, write_text
 from .images import ImageError, Preprocessing, load_pixels
 from .progress import bar
 
@@ -99,13 +100,9 @@ def cached_decode(files: list[Path], prep: Preprocessing, desc: str = "decoding"
     out = decode(files, prep, desc)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = arr_path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
+        with replacing(arr_path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, out.pixels)
-        os.replace(tmp, arr_path)
-        tmp = meta_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"ok": out.ok.tolist(), "errors": out.errors}))
-        os.replace(tmp, meta_path)
+        write_text(meta_path, json.dumps({"ok": out.ok.tolist(), "errors": out.errors}))
     except OSError:
         pass  # a read-only or full cache folder only costs the next run its head start
     return out

@@ -9,7 +9,7 @@ import torch
 
 from .modeldir import load_model
 from .models import probabilities
-from .predictor import Outcome, Predictor, load  # noqa: F401  (load: the API's one loader)
+from .predictor import Predictor
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:

@@ -6,7 +6,6 @@ Loading never unpickles anything: the weights are safetensors, the rest is JSON.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -14,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .atomic import replacing, write_text
 from .errors import UserError
 from .images import Preprocessing
 from .models import ARCHITECTURES, build
@@ -25,16 +25,13 @@ FORMAT_VERSION = 1
 
 def write_json(path: Path, data) -> None:
     """Write JSON atomically, so a killed process never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file(state, str(tmp))
 
 
 def read_config(path) -> dict:

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from .classifier import Classifier
-from .errors import UserError
 from .models import probabilities
 from .onnx_model import CONFIG_KEY, INPUT, OUTPUT, OnnxClassifier
 

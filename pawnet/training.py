@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 from . import __version__, augment
 from .cache import cached_decode, cpu_count
 from .classifier import Classifier, to_tensor
+from .atomic import replacing
 from .audit import train_test_leaks
 from .data import train_val_split
 from .errors import UserError
@@ -382,9 +383,7 @@ def train(
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with replacing(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=METRICS_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(path)
