@@ -3,6 +3,7 @@ you have folders of photos for.
 
     import pawnet
     model = pawnet.train("datasets/cats-vs-dogs", arch="seed", epochs=25, out="runs/seed")
+    model = pawnet.resume("runs/seed")                   # after a crash: on from the last epoch
     model.predict("cat_or_dog_1.jpg")
     model.evaluate("datasets/cats-vs-dogs/test_set")
     model = pawnet.load("runs/seed")                     # or an exported "model.onnx"
@@ -14,16 +15,16 @@ __version__ = "0.1.0"
 from .errors import UserError  # noqa: E402
 from .predictor import load  # noqa: E402
 
-__all__ = ["Classifier", "UserError", "explain", "export", "load", "train", "__version__"]
+__all__ = ["Classifier", "UserError", "explain", "export", "load", "resume", "train", "__version__"]
 
 
 def __getattr__(name):
     # PyTorch is imported on first use of what needs it, so `pawnet.load("model.onnx")` runs
     # where PyTorch is not installed.
-    if name == "train":
-        from .training import train
+    if name in ("train", "resume"):
+        from . import training
 
-        return train
+        return getattr(training, name)
     if name == "explain":
         from .explanations import explain
 

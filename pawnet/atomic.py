@@ -8,18 +8,53 @@ from pathlib import Path
 
 
 @contextmanager
-def replacing(path: Path):
+def replacing(path: Path, durable: bool = False):
     """Yield a temporary path beside `path`; once the block has written it, one rename puts it in
-    place. If the block fails, the temporary file is removed and `path` is left as it was."""
+    place. If the block fails, the temporary file is removed and `path` is left as it was.
+
+    `durable` also flushes the file, then the folder's new entry, to disk (fsync), so that even a
+    power cut leaves the old file or the new one: for checkpoints and weights.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text(path: Path, text: str) -> None:
     with replacing(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def remove_leftovers(folder: Path, name: str = "*") -> None:
+    """Delete the temporary files that killed processes left of `name` in `folder`; those of
+    processes still running are left to them."""
+    for tmp in Path(folder).glob(f".{name}.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, and someone else's
+        pass
+    return True

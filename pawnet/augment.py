@@ -48,26 +48,32 @@ class Augmentation:
     def geometric(self) -> bool:
         return bool(self.shear_deg or self.zoom != (1.0, 1.0) or self.translate or self.rotate_deg or self.hflip)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Augment a float batch (N, 3, H, W) of 0-255 pixels."""
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, draw: int | None = None, rows: slice = slice(None)) -> torch.Tensor:
+        """Augment a float batch (N, 3, H, W) of 0-255 pixels on any device.
+
+        The random factors come from `generator` on the CPU, drawn for `draw` images (default N),
+        of which `rows` are this batch's: processes sharing a global batch draw the same factors
+        and each applies its own part, as one process would to the whole batch.
+        """
+        n = draw or len(x)
+
+        def uniform(lo, hi):
+            return (torch.rand(n, generator=generator) * (hi - lo) + lo)[rows].to(x.device)
+
         if self.geometric:
-            x = self._warp(x, generator)
+            x = self._warp(x, uniform)
         if self.brightness or self.contrast or self.saturation:
-            x = self._jitter(x, generator)
+            x = self._jitter(x, uniform)
         return x
 
-    def _uniform(self, n, lo, hi, g):
-        return torch.rand(n, generator=g) * (hi - lo) + lo
-
-    def _warp(self, x, g):
-        n = x.shape[0]
-        zx = self._uniform(n, *self.zoom, g)
-        zy = self._uniform(n, *self.zoom, g) if self.zoom_xy_independent else zx
-        shear = torch.deg2rad(self._uniform(n, -self.shear_deg, self.shear_deg, g))
-        angle = torch.deg2rad(self._uniform(n, -self.rotate_deg, self.rotate_deg, g))
-        tx = self._uniform(n, -self.translate, self.translate, g) * 2
-        ty = self._uniform(n, -self.translate, self.translate, g) * 2
-        flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(n)
+    def _warp(self, x, uniform):
+        zx = uniform(*self.zoom)
+        zy = uniform(*self.zoom) if self.zoom_xy_independent else zx
+        shear = torch.deg2rad(uniform(-self.shear_deg, self.shear_deg))
+        angle = torch.deg2rad(uniform(-self.rotate_deg, self.rotate_deg))
+        tx = uniform(-self.translate, self.translate) * 2
+        ty = uniform(-self.translate, self.translate) * 2
+        flip = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(len(x), device=x.device)
 
         cos, sin = torch.cos(angle), torch.sin(angle)
         # theta maps each output pixel to where it is read from in the input, in [-1, 1] coordinates:
@@ -82,22 +88,21 @@ class Augmentation:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-    def _jitter(self, x, g):
-        n = x.shape[0]
-        shape = (n, 1, 1, 1)
+    def _jitter(self, x, uniform):
+        shape = (len(x), 1, 1, 1)
         if self.brightness:
-            x = x * self._uniform(n, 1 - self.brightness, 1 + self.brightness, g).view(shape)
+            x = x * uniform(1 - self.brightness, 1 + self.brightness).view(shape)
         if self.contrast:
             mean = _gray(x).mean((2, 3), keepdim=True)
-            x = (x - mean) * self._uniform(n, 1 - self.contrast, 1 + self.contrast, g).view(shape) + mean
+            x = (x - mean) * uniform(1 - self.contrast, 1 + self.contrast).view(shape) + mean
         if self.saturation:
             gray = _gray(x)
-            x = (x - gray) * self._uniform(n, 1 - self.saturation, 1 + self.saturation, g).view(shape) + gray
+            x = (x - gray) * uniform(1 - self.saturation, 1 + self.saturation).view(shape) + gray
         return x.clamp(0, 255)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    return (x * torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return (x * torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 NONE = Augmentation()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import replacing, write_text
+from .atomic import remove_leftovers, replacing, write_text
 from .images import ImageError, Preprocessing, load_pixels
 from .progress import bar
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def cache_dir() -> Path:
@@ -66,43 +67,108 @@ def _decode_one(path: Path, prep: Preprocessing):
         return None, str(e)
 
 
-def decode(files: list, prep: Preprocessing, desc: str = "decoding", workers: int | None = None) -> Decoded:
-    """Decode every file (or PIL image) with all cores; Pillow releases the GIL while it decodes
-    and resizes, so threads share the work without the start-up cost of processes."""
-    pixels = np.empty((len(files), prep.size, prep.size, 3), dtype=np.uint8)
+def _decoded_chunks(files: list, prep: Preprocessing, desc: str, workers: int | None, chunk: int = 1024):
+    """Yield (first index, results) for consecutive chunks of files, decoded on all cores.
+
+    Pillow releases the GIL while it decodes and resizes, so threads share the work without the
+    start-up cost of processes; submitting a chunk at a time keeps memory flat for any file count.
+    """
+    with ThreadPoolExecutor(workers or cpu_count()) as pool, bar(total=len(files), desc=desc, leave=False) as progress:
+        for first in range(0, len(files), chunk):
+            results = list(pool.map(lambda f: _decode_one(f, prep), files[first : first + chunk]))
+            progress.update(len(results))
+            yield first, results
+
+
+def decode(files: list, prep: Preprocessing, desc: str = "decoding", workers: int | None = None, sink=None) -> Decoded:
+    """Decode every file (or PIL image) into one uint8 array (N, size, size, 3).
+
+    With `sink` (an open binary file) the rows are written there as they come instead of being
+    kept, so a data set larger than memory can be decoded; `pixels` is then empty.
+    """
+    shape = (prep.size, prep.size, 3)
+    pixels = np.empty((0 if sink else len(files), *shape), dtype=np.uint8)
     ok, errors = [], {}
-    with ThreadPoolExecutor(workers or cpu_count()) as pool:
-        results = pool.map(lambda f: _decode_one(f, prep), files)
-        for i, (arr, err) in enumerate(bar(results, total=len(files), desc=desc, leave=False)):
+    for first, results in _decoded_chunks(files, prep, desc, workers):
+        rows = []
+        for i, (arr, err) in enumerate(results, start=first):
             if err is None:
-                pixels[len(ok)] = arr
+                rows.append(arr)
                 ok.append(i)
             else:
                 errors[i] = err
-    return Decoded(pixels[: len(ok)], np.asarray(ok, dtype=np.int64), errors)
+        if sink is not None:
+            for arr in rows:
+                sink.write(arr.tobytes())
+        elif rows:
+            pixels[len(ok) - len(rows) : len(ok)] = rows
+    return Decoded(pixels if sink else pixels[: len(ok)], np.asarray(ok, dtype=np.int64), errors)
+
+
+class MappedPixels:
+    """The cache file's pixels as an array-like (indexing, slicing, `len`, `shape`), read through
+    a memory map.
+
+    Pages a process has read count towards its resident memory until it lets go of them, and on
+    a page fault Linux maps the neighbouring cached pages too (64 KB around it), so a random row
+    can cost far more than its own bytes. The mapping therefore counts each row read as its size
+    plus that much, and every `RELEASE_BYTES` hands its pages back to the page cache: resident
+    memory stays bounded however much larger than RAM the data set is.
+    """
+
+    RELEASE_BYTES = 128 << 20
+    FAULT_AROUND = 64 << 10
+
+    def __init__(self, path: Path, n: int, shape: tuple[int, ...]):
+        self.shape = (n, *shape)
+        self.dtype = np.dtype(np.uint8)
+        self._read = 0
+        with open(path, "rb") as fh:
+            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if n else None
+        self._array = np.frombuffer(self._map, np.uint8).reshape(self.shape) if n else np.empty(self.shape, np.uint8)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        out = np.array(self._array[key])
+        rows = out.shape[0] if out.ndim == len(self.shape) else 1
+        self._read += out.nbytes + rows * self.FAULT_AROUND
+        if self._read > self.RELEASE_BYTES and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
+            self._read = 0
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:] if dtype is None else self[:].astype(dtype)
 
 
 def cached_decode(files: list[Path], prep: Preprocessing, desc: str = "decoding", use_cache: bool = True) -> Decoded:
-    """`decode`, read from or written to the disk cache; a cache that cannot be used is ignored."""
+    """`decode`, read from or written to the disk cache; a cache that cannot be used is ignored.
+
+    The cache holds raw rows of pixels, written as they are decoded and read back through a
+    memory map (`MappedPixels`), so neither step holds the whole data set in memory.
+    """
     if not use_cache:
         return decode(files, prep, desc)
     folder = cache_dir()
     key = _key(files, prep)
-    arr_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
+    rows_path, meta_path = folder / f"{key}.pixels", folder / f"{key}.json"
+    shape = (prep.size, prep.size, 3)
     try:
         meta = json.loads(meta_path.read_text())
-        pixels = np.load(arr_path, mmap_mode="r")
-        if pixels.shape[0] == len(meta["ok"]):
+        n = len(meta["ok"])
+        if rows_path.stat().st_size == n * int(np.prod(shape)):
             errors = {int(i): why for i, why in meta["errors"].items()}
-            return Decoded(pixels, np.asarray(meta["ok"], dtype=np.int64), errors)
+            return Decoded(MappedPixels(rows_path, n, shape), np.asarray(meta["ok"], dtype=np.int64), errors)
     except (OSError, ValueError, KeyError):
         pass
-    out = decode(files, prep, desc)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with replacing(arr_path) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, out.pixels)
+        remove_leftovers(folder, rows_path.name)
+        with replacing(rows_path) as tmp, open(tmp, "wb") as fh:
+            out = decode(files, prep, desc, sink=fh)
         write_text(meta_path, json.dumps({"ok": out.ok.tolist(), "errors": out.errors}))
+        return Decoded(MappedPixels(rows_path, len(out.ok), shape), out.ok, out.errors)
     except OSError:
-        pass  # a read-only or full cache folder only costs the next run its head start
-    return out
+        return decode(files, prep, desc)  # a read-only or full cache folder only costs speed

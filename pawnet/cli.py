@@ -23,17 +23,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"pawnet {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a model on folders of photos")
-    t.add_argument("data", metavar="DATA", help="class folders, training_set/ + test_set/, or cat.1.jpg-style names")
+    t = sub.add_parser("train", help="train a model on folders of photos (or continue one with --resume)",
+                       usage="pawnet train DATA [options] | pawnet train --resume RUN_DIR [--device D]")
+    t.add_argument("data", metavar="DATA", nargs="?", help="class folders, training_set/ + test_set/, or cat.1.jpg-style names")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, with its settings")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: a CUDA GPU, else Apple's MPS, else the CPU")
+    # The run's settings; None means "the architecture's default" (and lets --resume refuse them).
     t.add_argument("--val", metavar="DIR", help="validation folder (default: test_set/, else 20%% of DATA)")
-    t.add_argument("--arch", default="seed", help="seed (the tutorial's network), small (from scratch, any number of classes) or efficientnet_lite0 (pretrained)")
+    t.add_argument("--arch", help="seed (the tutorial's network; the default), small (from scratch, any number of classes) or efficientnet_lite0 (pretrained)")
     t.add_argument("--epochs", type=int, help="passes over the training photos (default: the architecture's)")
-    t.add_argument("--batch-size", type=int, help="photos per step (default: the architecture's)")
+    t.add_argument("--batch-size", type=int, help="photos per step, over all processes under torchrun (default: the architecture's)")
     t.add_argument("--img-size", type=int, help="side of the square input in pixels (default: the architecture's)")
-    t.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats a CPU run exactly")
+    t.add_argument("--seed", type=int, help="random seed (default 0); the same seed repeats a CPU run exactly")
     t.add_argument("--out", metavar="DIR", help="model directory to write (default: runs/trainN)")
-    t.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bfloat16 where the CPU computes it in hardware, else float32")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto (the default): bfloat16 on GPUs and CPUs that have it in hardware, float16 on older GPUs, else float32")
     t.add_argument("--no-cache", action="store_true", help="decode the photos again instead of reading the disk cache")
     t.add_argument("--json", action="store_true", help="print the final metrics as JSON (the log goes to stderr)")
 
@@ -68,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--check", metavar="DATA", help="labelled folder to measure int8's accuracy change on")
     o.add_argument("--json", action="store_true")
 
+    s = sub.add_parser("serve", help="a web page and an HTTP API for a model (FastAPI; docs at /docs)")
+    s.add_argument("model", metavar="MODEL", nargs="?", help="model directory or .onnx file (default: the shipped cats-vs-dogs model)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--token", help="require Authorization: Bearer TOKEN on /predict, /explain and /model")
+    s.add_argument("--max-upload-mb", type=float, default=20, help="largest image file accepted")
+    s.add_argument("--max-files", type=int, default=64, help="most images in one request")
+
     d = sub.add_parser("data", help="audit a data set, or fetch the public one")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     c = dsub.add_parser("check", help="unreadable files, wrong extensions, odd modes and sizes, duplicates, leakage")
@@ -86,23 +98,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+RUN_SETTINGS = ("data", "val", "arch", "epochs", "batch_size", "img_size", "seed", "out", "precision")
+
+
 def _train(args) -> int:
-    from .training import train
+    from .training import resume, train
 
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
-    clf = train(
-        args.data,
-        val=args.val,
-        arch=args.arch,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        img_size=args.img_size,
-        seed=args.seed,
-        out=args.out,
-        precision=args.precision,
-        use_cache=not args.no_cache,
-        log=log,
-    )
+    if args.resume:
+        given = [name for name in RUN_SETTINGS if getattr(args, name) is not None] + (["no_cache"] if args.no_cache else [])
+        if given:
+            raise UserError(f"--resume continues with the run's own settings; drop {', '.join('--' + g.replace('_', '-') for g in given)}")
+        clf = resume(args.resume, device=args.device, log=log)
+    elif args.data is None:
+        raise UserError("name the DATA folder to train on (or --resume RUN_DIR)")
+    else:
+        clf = train(
+            args.data,
+            val=args.val,
+            arch=args.arch or "seed",
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            img_size=args.img_size,
+            seed=0 if args.seed is None else args.seed,
+            out=args.out,
+            precision=args.precision or "auto",
+            device=args.device,
+            use_cache=not args.no_cache,
+            log=log,
+        )
     if args.json:
         print(json.dumps({"model": str(clf.path), **clf.config["metrics"]}, indent=2))
     return 0
@@ -216,6 +240,13 @@ def _export(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from .server import serve
+
+    serve(args.model, host=args.host, port=args.port, token=args.token, max_upload_mb=args.max_upload_mb, max_files=args.max_files)
+    return 0
+
+
 def _data(args) -> int:
     if args.data_command == "download":
         from .download import download
@@ -268,7 +299,9 @@ def _data(args) -> int:
     return 0
 
 
-COMMANDS = {"data": _data, "train": _train, "evaluate": _evaluate, "predict": _predict, "explain": _explain, "export": _export}
+COMMANDS = {
+    "data": _data, "train": _train, "evaluate": _evaluate, "predict": _predict, "explain": _explain, "export": _export, "serve": _serve,
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

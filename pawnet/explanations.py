@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .classifier import Classifier, to_tensor
 from .errors import UserError
@@ -88,6 +89,15 @@ def grad_cam(clf: Classifier, pixels: np.ndarray, class_name: str | None = None,
     cam = F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
     cam = cam / cam.max() if cam.max() > 0 else cam
     return GradCam(cam.numpy(), k, probs, layer)
+
+
+def overlay(pixels: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """The photo under a jet-coloured heatmap, blended as the explain figure draws it."""
+    from matplotlib import colormaps
+
+    h = np.asarray(Image.fromarray((heatmap * 255).astype(np.uint8)).resize(pixels.shape[1::-1], Image.BILINEAR)) / 255.0
+    colour = colormaps["jet"](h)[..., :3] * 255
+    return (pixels * 0.55 + colour * 0.45).astype(np.uint8)
 
 
 def explain(model, image, class_name: str | None = None, layer: str | None = None) -> np.ndarray:

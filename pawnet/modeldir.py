@@ -28,9 +28,11 @@ def write_json(path: Path, data) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with replacing(path) as tmp:
+def save_weights(model: torch.nn.Module | dict, path: Path) -> None:
+    """Save a network's weights, or a state dict, as safetensors."""
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    with replacing(path, durable=True) as tmp:
         save_file(state, str(tmp))
 
 

@@ -54,14 +54,18 @@ class Predictor:
         decoded = decode(paths + images, self.preprocessing, desc="reading")
         results = [{"path": name, "error": decoded.errors.get(i)} for i, name in enumerate(names)]
         for i, p in zip(decoded.ok, self.probabilities(decoded.pixels, tta)):
-            k = int(p.argmax())
-            results[i] = {
-                "path": names[i],
-                "label": self.classes[k],
-                "probability": round(float(p[k]), 6),
-                "probabilities": {c: round(float(v), 6) for c, v in zip(self.classes, p)},
-            }
+            results[i] = self.labelled(names[i], p)
         return results
+
+    def labelled(self, name: str, p: np.ndarray) -> dict:
+        """One image's entry in `predict`'s answer, from its class probabilities."""
+        k = int(p.argmax())
+        return {
+            "path": name,
+            "label": self.classes[k],
+            "probability": round(float(p[k]), 6),
+            "probabilities": {c: round(float(v), 6) for c, v in zip(self.classes, p)},
+        }
 
     def evaluate(self, folder, tta: bool = False, report=None) -> dict:
         """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix on a labelled

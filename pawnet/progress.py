@@ -5,8 +5,17 @@ import sys
 from tqdm import tqdm
 
 
+_silenced = False
+
+
+def silence() -> None:
+    """No bars from this process (the other processes of a distributed run stay quiet)."""
+    global _silenced
+    _silenced = True
+
+
 def interactive() -> bool:
-    return sys.stderr.isatty()
+    return sys.stderr.isatty() and not _silenced
 
 
 def bar(iterable=None, *, total=None, desc="", unit="img", leave=True, **options):

@@ -32,15 +32,6 @@ def _jpeg(pixels: np.ndarray) -> str:
     return _data_uri(buf.getvalue(), "image/jpeg")
 
 
-def _overlay(pixels: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
-    """The photo under a jet-coloured heatmap, blended as the explain figure draws it."""
-    from matplotlib import colormaps
-
-    h = np.asarray(Image.fromarray((heatmap * 255).astype(np.uint8)).resize(pixels.shape[1::-1], Image.BILINEAR)) / 255.0
-    colour = colormaps["jet"](h)[..., :3] * 255
-    return (pixels * 0.55 + colour * 0.45).astype(np.uint8)
-
-
 def _table(rows: list[list], header: list[str]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -63,7 +54,7 @@ def _confusion(result: dict) -> str:
 
 
 def _top_losses(clf, outcome, n: int = TOP_LOSSES) -> str:
-    from .explanations import grad_cam
+    from .explanations import grad_cam, overlay
 
     thumb_prep = Preprocessing(size=THUMB, resize=clf.preprocessing.resize)
     cards = []
@@ -78,7 +69,7 @@ def _top_losses(clf, outcome, n: int = TOP_LOSSES) -> str:
         truth = int(outcome.labels[i])
         cards.append(
             f'<figure><img src="{_jpeg(thumb)}" alt="{html.escape(path.name)}" width="{THUMB}" height="{THUMB}">'
-            f'<img src="{_jpeg(_overlay(thumb, cam.heatmap))}" alt="Grad-CAM of {html.escape(path.name)}" width="{THUMB}" height="{THUMB}">'
+            f'<img src="{_jpeg(overlay(thumb, cam.heatmap))}" alt="Grad-CAM of {html.escape(path.name)}" width="{THUMB}" height="{THUMB}">'
             f"<figcaption><b>{html.escape(path.name)}</b><br>label {html.escape(clf.classes[truth])}, "
             f"predicted {html.escape(clf.classes[predicted])} ({outcome.probabilities[i][predicted]:.2f})<br>"
             f"loss {outcome.losses[i]:.2f}</figcaption></figure>"

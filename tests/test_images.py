@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pawnet.cache import cached_decode, decode
+from pawnet.cache import MappedPixels, cached_decode, decode
 from pawnet.images import ImageError, Preprocessing, load_pixels
 
 PREP = Preprocessing(size=32)
@@ -149,7 +149,7 @@ def test_cache_holds_exactly_what_prediction_computes(tmp_path):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (300, 200, 3), np.uint8)).save(files[-1])
     first = cached_decode(files, PREP)
     second = cached_decode(files, PREP)  # read back from disk, memory-mapped
-    assert isinstance(second.pixels, np.memmap)
+    assert isinstance(second.pixels, MappedPixels)
     for i, f in enumerate(files):
         assert np.array_equal(second.pixels[i], load_pixels(f, PREP))
         assert np.array_equal(first.pixels[i], second.pixels[i])

@@ -1,0 +1,232 @@
+"""`pawnet serve MODEL`: a web page and an HTTP API for a trained model, on FastAPI + uvicorn.
+
+    POST /predict   multipart field `files` (one or many images) -> predict --json's list
+    POST /explain   multipart field `file` (one image) -> the Grad-CAM overlay as PNG, or JSON
+    GET  /health, GET /model, GET / (the page), /docs and /openapi.json
+
+Bad input is answered with a 4xx and a JSON `detail`; the server itself carries on. Images
+that arrive together are run through the network as one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from . import __version__
+from .images import ImageError, Preprocessing, load_pixels
+from .predictor import Predictor
+
+MB = 1 << 20
+EXPLAIN_SIZE = 256  # side of the overlay /explain draws, whatever the network's input size
+
+
+class Batcher:
+    """Collects the images of requests that arrive together and runs them as one batch.
+
+    A batch starts when the first image arrives and closes after `wait` seconds or at
+    `max_batch` images: under load many requests share one forward pass, and a lone request
+    waits only `wait`. The network runs on one thread of its own, and every batch is padded to a
+    power of two: PyTorch's CPU kernels keep per-thread and per-shape caches, which would
+    otherwise grow with every new thread and batch size the server meets.
+    """
+
+    def __init__(self, predictor: Predictor, max_batch: int = 64, wait: float = 0.002):
+        self.predictor = predictor
+        self.max_batch, self.wait = max_batch, wait
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="pawnet-model")
+
+    async def on_model_thread(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.thread, function, *args)
+
+    async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((pixels, future))
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            items = [await self.queue.get()]
+            await asyncio.sleep(self.wait)
+            while not self.queue.empty() and sum(len(p) for p, _ in items) < self.max_batch:
+                items.append(self.queue.get_nowait())
+            try:
+                probs = await self.on_model_thread(self._run_model, np.concatenate([p for p, _ in items]))
+            except Exception as e:  # hand the failure to each waiting request rather than die
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            start = 0
+            for pixels, future in items:
+                if not future.done():  # its client may have gone
+                    future.set_result(probs[start : start + len(pixels)])
+                start += len(pixels)
+
+    def _run_model(self, pixels: np.ndarray) -> np.ndarray:
+        n = len(pixels)
+        padded = np.zeros((1 << (n - 1).bit_length(), *pixels.shape[1:]), pixels.dtype)
+        padded[:n] = pixels
+        return self.predictor.probabilities(padded)[:n]
+
+
+def create_app(predictor: Predictor, *, max_upload_mb: float = 20, max_files: int = 64, token: str | None = None) -> FastAPI:
+    """The FastAPI application serving `predictor` (a model from `pawnet.load`)."""
+    batcher = Batcher(predictor)
+    limit = int(max_upload_mb * MB)
+    prep = predictor.preprocessing
+    config = predictor.config
+
+    @asynccontextmanager
+    async def lifespan(app):
+        task = asyncio.create_task(batcher.run())
+        yield
+        task.cancel()
+
+    app = FastAPI(
+        title="pawnet",
+        version=__version__,
+        description=f"Image classifier: {config['arch']} telling {', '.join(predictor.classes)}.",
+        lifespan=lifespan,
+    )
+
+    def error(status: int, detail: str, **extra) -> JSONResponse:
+        return JSONResponse({"detail": detail, **extra}, status_code=status)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        """Refuse, before reading a byte of the body, what the endpoints would refuse anyway."""
+        if request.url.path in ("/predict", "/explain", "/model") and token is not None:
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return error(401, "this server needs Authorization: Bearer <token>")
+        if request.method == "POST" and request.url.path in ("/predict", "/explain"):
+            kind = request.headers.get("content-type", "")
+            if not kind.startswith("multipart/form-data"):
+                return error(415, f"send the images as multipart/form-data, not {kind or 'no content type'}")
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit * max_files + MB:
+                return error(413, f"request of {int(length) / MB:.1f} MB is larger than this server takes")
+        return await call_next(request)
+
+    async def read_image(upload: UploadFile) -> np.ndarray:
+        if upload.size is not None and upload.size > limit:
+            raise HTTPException(413, f"{upload.filename}: {upload.size / MB:.1f} MB is over the {max_upload_mb:g} MB limit (--max-upload-mb)")
+        data = await upload.read()
+        if len(data) > limit:
+            raise HTTPException(413, f"{upload.filename}: over the {max_upload_mb:g} MB limit (--max-upload-mb)")
+        return await run_in_threadpool(load_pixels, data, prep)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page():
+        return resources.files("pawnet").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/model")
+    def model_info() -> dict:
+        """Architecture, classes, input size and the training metrics of the model served."""
+        return {
+            "arch": config["arch"],
+            "classes": predictor.classes,
+            "image_size": prep.size,
+            "preprocessing": prep.to_dict(),
+            "metrics": config.get("metrics", {}),
+            "explain": hasattr(predictor, "model"),
+            "max_upload_mb": max_upload_mb,
+            "max_files": max_files,
+        }
+
+    @app.post("/predict", responses={413: {"description": "a file over the size limit"}, 415: {}, 422: {"description": "no image could be read"}})
+    async def predict(files: Annotated[list[UploadFile], File(description="one or more images")]) -> list[dict]:
+        """Label and class probabilities for each image, as `pawnet predict --json` gives them.
+
+        An unreadable image among readable ones gets an `error` entry; when none can be read
+        the answer is 422.
+        """
+        if len(files) > max_files:
+            raise HTTPException(413, f"{len(files)} files in one request; this server takes up to {max_files} (--max-files)")
+        results, readable = [], []
+        for upload in files:
+            name = upload.filename or "upload"
+            try:
+                readable.append((len(results), await read_image(upload)))
+                results.append({"path": name})
+            except ImageError as e:
+                results.append({"path": name, "error": str(e)})
+        if not readable:
+            raise HTTPException(422, "no readable image: " + "; ".join(f"{r['path']}: {r['error']}" for r in results))
+        probs = await batcher.probabilities(np.stack([pixels for _, pixels in readable]))
+        for (i, _), p in zip(readable, probs):
+            results[i] = predictor.labelled(results[i]["path"], p)
+        return results
+
+    @app.post(
+        "/explain",
+        responses={200: {"content": {"image/png": {}}, "description": "the Grad-CAM overlay, or JSON with format=json"}, 413: {}, 415: {}, 422: {}},
+    )
+    async def explain(
+        request: Request,
+        file: Annotated[UploadFile, File(description="one image")],
+        format: Annotated[Literal["png", "json"], Query(description="png: the overlay; json: label, probabilities and the overlay in base64")] = "png",
+    ):
+        """Where the network looked (Grad-CAM) for its label of one image."""
+        if len((await request.form()).getlist("file")) > 1:
+            raise HTTPException(413, "explain takes one image per request; /predict takes many")
+        if not hasattr(predictor, "model"):
+            raise HTTPException(400, "explain follows gradients through PyTorch: serve the model directory, not an .onnx file")
+        try:
+            pixels = await read_image(file)
+            await file.seek(0)
+            photo = await run_in_threadpool(load_pixels, await file.read(), Preprocessing(EXPLAIN_SIZE, prep.resize))
+        except ImageError as e:
+            raise HTTPException(422, f"{file.filename}: {e}") from None
+        png, cam = await batcher.on_model_thread(_explain_png, predictor, pixels, photo)
+        if format == "png":
+            return Response(png, media_type="image/png")
+        return {
+            **predictor.labelled(file.filename or "upload", cam.probabilities),
+            "explained_class": predictor.classes[cam.class_index],
+            "layer": cam.layer,
+            "overlay_png_base64": base64.b64encode(png).decode(),
+        }
+
+    return app
+
+
+def _explain_png(predictor, pixels, photo):
+    from .explanations import grad_cam, overlay
+
+    cam = grad_cam(predictor, pixels)
+    buf = io.BytesIO()
+    Image.fromarray(overlay(photo, cam.heatmap)).save(buf, format="PNG")
+    return buf.getvalue(), cam
+
+
+def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_upload_mb: float = 20, max_files: int = 64, log=print) -> None:
+    """Serve `model` (a model directory, an .onnx file, or the default model) until interrupted."""
+    import uvicorn
+
+    from .predictor import load
+
+    predictor = load(model)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log(f"warning: serving on {host}, so other machines can reach this model" + ("" if token else "; consider --token"))
+    log(f"serving {predictor.path} ({predictor.config['arch']}: {', '.join(predictor.classes)}) on http://{host}:{port}/")
+    app = create_app(predictor, max_upload_mb=max_upload_mb, max_files=max_files, token=token)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

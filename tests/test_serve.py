@@ -1,0 +1,251 @@
+"""`pawnet serve`: the real server on a free loopback port, bad input, fuzzing and a real browser."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import pattern, run_cli
+
+httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install -e '.[test]')")
+
+OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model, *options):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pawnet", "serve", str(model), "--port", str(self.port), *map(str, options)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"serve exited: {self.process.stdout.read()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("serve did not answer /health within 60 s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(trained_model):
+    s = Server(trained_model, "--max-upload-mb", "1", "--max-files", "4")
+    yield s
+    s.stop()
+
+
+def png(kind="horizontal", seed=0, size=48) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pattern(kind, size, seed)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg(seed=0) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pattern("vertical", 200, seed)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_predict_answers_what_predict_json_answers(server, trained_model, tmp_path):
+    import pawnet
+
+    images = {"a.png": png("horizontal", 1), "b.jpg": jpeg(2)}
+    for name, data in images.items():
+        (tmp_path / name).write_bytes(data)
+    expected = pawnet.load(trained_model).predict([tmp_path / n for n in images])
+    r = httpx.post(server.url + "/predict", files=[("files", (n, d)) for n, d in images.items()])
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert [g["path"] for g in got] == list(images)
+    for g, e in zip(got, expected):
+        assert g["label"] == e["label"]
+        assert g["probability"] == pytest.approx(e["probability"], abs=1e-5)
+
+
+def test_an_unreadable_file_among_readable_ones_gets_an_error_entry(server):
+    r = httpx.post(server.url + "/predict", files=[("files", ("good.png", png())), ("files", ("bad.jpg", b"not an image"))])
+    assert r.status_code == 200
+    good, bad = r.json()
+    assert "label" in good and "error" in bad
+
+
+def test_explain_answers_a_png_or_json(server):
+    r = httpx.post(server.url + "/explain", files={"file": ("a.png", png())})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(r.content)).size == (256, 256)
+    r = httpx.post(server.url + "/explain?format=json", files={"file": ("a.png", png())})
+    body = r.json()
+    assert body["label"] in ("horizontal", "vertical") and body["layer"]
+    import base64
+
+    assert Image.open(io.BytesIO(base64.b64decode(body["overlay_png_base64"]))).format == "PNG"
+
+
+def test_health_model_docs_and_openapi(server, trained_model):
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    model = httpx.get(server.url + "/model").json()
+    assert model["classes"] == ["horizontal", "vertical"] and model["arch"] == "seed" and model["image_size"] == 32
+    assert "val_accuracy" in model["metrics"]
+    schema = httpx.get(server.url + "/openapi.json").json()
+    assert {"/predict", "/explain", "/health", "/model"} <= set(schema["paths"])
+    assert httpx.get(server.url + "/docs").status_code == 200
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and "<title>pawnet</title>" in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing fetched from elsewhere
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header claims a huge image (a decompression bomb)."""
+    data = bytearray(png())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    import zlib
+
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
+BAD = {
+    "not an image": dict(files=[("files", ("a.jpg", b"hello, I am text"))]),
+    "truncated JPEG": dict(files=[("files", ("t.jpg", jpeg()[:300]))]),
+    "zero bytes": dict(files=[("files", ("z.jpg", b""))]),
+    "20000x20000 bomb": dict(files=[("files", ("bomb.png", png_claiming(20_000, 20_000)))]),
+    "over the size limit": dict(files=[("files", ("big.png", b"\x89PNG" + os.urandom(1_200_000)))]),
+    "too many files": dict(files=[("files", (f"{i}.png", png(seed=i))) for i in range(5)]),
+    "missing field": dict(files=[("photo", ("a.png", png()))]),
+    "wrong content type": dict(json={"files": ["a.png"]}),
+    "no body": dict(),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+@pytest.mark.parametrize("endpoint", ["/predict", "/explain"])
+def test_bad_input_is_a_4xx_with_json_and_the_server_lives_on(server, endpoint, case):
+    request = dict(BAD[case])
+    if endpoint == "/explain" and "files" in request:  # /explain's field is `file`
+        request["files"] = [("file" if name == "files" else name, f) for name, f in request["files"]][:1]
+        if case == "too many files":
+            request["files"] = [("file", f) for _, f in BAD[case]["files"]]
+    r = httpx.post(server.url + endpoint, timeout=30, **request)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    assert "detail" in r.json()
+    assert httpx.get(server.url + "/health").status_code == 200
+    assert server.process.poll() is None
+
+
+def test_token_is_required_when_set(trained_model):
+    s = Server(trained_model, "--token", "s3cret")
+    try:
+        assert httpx.post(s.url + "/predict", files={"files": ("a.png", png())}).status_code == 401
+        assert httpx.get(s.url + "/model").status_code == 401
+        assert httpx.get(s.url + "/health").status_code == 200
+        ok = httpx.post(s.url + "/predict", files={"files": ("a.png", png())}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+    finally:
+        s.stop()
+
+
+def test_a_missing_or_broken_model_stops_serve_with_one_line(tmp_path):
+    r = run_cli("serve", tmp_path / "missing")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    (tmp_path / "broken" / "model.safetensors").write_bytes(b"")
+    r = run_cli("serve", tmp_path / "broken")
+    assert r.returncode == 2 and "not a valid pawnet config" in r.stderr
+
+
+def test_requests_that_arrive_together_share_a_batch():
+    from pawnet.server import Batcher
+
+    class Counting:
+        calls = []
+
+        def probabilities(self, pixels):
+            self.calls.append(len(pixels))
+            return pixels.reshape(len(pixels), -1)[:, :2].astype(np.float32)
+
+    batcher = Batcher(Counting(), max_batch=64, wait=0.05)
+
+    async def main():
+        worker = asyncio.create_task(batcher.run())
+        inputs = [np.full((1, 2, 2, 3), i, np.uint8) for i in range(10)]
+        outs = await asyncio.gather(*(batcher.probabilities(x) for x in inputs))
+        worker.cancel()
+        return outs
+
+    outs = asyncio.run(main())
+    assert [int(o[0, 0]) for o in outs] == list(range(10))  # each request gets its own answer
+    assert Counting.calls == [16]  # from one forward pass, padded to a power of two
+
+
+def test_schemathesis_finds_no_server_error(server):
+    st = shutil.which("schemathesis", path=os.path.dirname(sys.executable)) or shutil.which("schemathesis")
+    if not st:
+        pytest.skip("schemathesis is not installed (pip install -e '.[test]')")
+    r = subprocess.run(
+        [st, "run", server.url + "/openapi.json", "--checks", "not_a_server_error", "--max-examples", "100", "--seed", "1",
+         "--workers", "1", "--suppress-health-check", "all"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    print(r.stdout[-3000:])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert server.process.poll() is None
+
+
+CHROMIUM = os.environ.get("PAWNET_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="no chromium on PATH (.ci/run installs Debian's chromium)")
+def test_the_page_labels_a_photo_in_chromium(server, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    photo = tmp_path / "stripes.png"
+    photo.write_bytes(png("horizontal", 3, size=120))
+    OUTPUT.mkdir(exist_ok=True)
+    errors = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone's width
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+        page.goto(server.url + "/")
+        page.wait_for_function("document.getElementById('about').textContent.includes('seed model')")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "files"  # the picker is reachable by keyboard
+        page.set_input_files("#files", str(photo))
+        page.wait_for_function("document.querySelector('.label') && document.querySelector('.label').textContent.includes('%')")
+        page.wait_for_function("(() => { const o = document.querySelector('img.overlay'); return o && !o.hidden && o.complete && o.naturalWidth > 0; })()")
+        label = page.text_content(".label")
+        bars = page.eval_on_selector_all(".bar .cls", "els => els.map(e => e.textContent)")
+        overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
+        page.screenshot(path=str(OUTPUT / "serve.png"), full_page=True)
+        browser.close()
+    assert label.split()[0] in ("horizontal", "vertical")
+    assert bars == ["horizontal", "vertical"]
+    assert not overflow, "the page is wider than a phone's screen"
+    assert errors == []
