@@ -262,12 +262,13 @@ def resume(run_dir, *, device: str = "auto", log=print) -> Classifier:
     run_dir = Path(run_dir)
     try:
         config = json.loads((run_dir / CONFIG).read_text())
-        config["run"]["data"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"{run_dir}: not a pawnet training run (no {CONFIG} with the run's settings) to resume") from None
-    if "metrics" in config:
-        log(f"{run_dir}: finished already ({config['metrics']['epochs']} epochs); nothing to resume")
+    except (OSError, ValueError):
+        config = None
+    if isinstance(config, dict) and "metrics" in config:
+        log(f"{run_dir}: finished already (best epoch {config['metrics']['best_epoch']}); nothing to resume")
         return Classifier.load(run_dir)
+    if not isinstance(config, dict) or not isinstance(config.get("run"), dict) or "data" not in config["run"]:
+        raise UserError(f"{run_dir}: not a pawnet training run (no {CONFIG} with the run's settings) to resume")
     return _run(config["run"], run_dir, device, log, resume=True)
 
 

@@ -191,6 +191,7 @@ def test_requests_that_arrive_together_share_a_batch():
             return pixels.reshape(len(pixels), -1)[:, :2].astype(np.float32)
 
     batcher = Batcher(Counting(), max_batch=64, wait=0.05)
+    batcher.batching = True  # as when the network is busy
 
     async def main():
         worker = asyncio.create_task(batcher.run())
@@ -204,14 +205,14 @@ def test_requests_that_arrive_together_share_a_batch():
     assert Counting.calls == [16]  # from one forward pass, padded to a power of two
 
 
-def test_schemathesis_finds_no_server_error(server):
+def test_schemathesis_finds_no_server_error(server, tmp_path):
     st = shutil.which("schemathesis", path=os.path.dirname(sys.executable)) or shutil.which("schemathesis")
     if not st:
         pytest.skip("schemathesis is not installed (pip install -e '.[test]')")
     r = subprocess.run(
         [st, "run", server.url + "/openapi.json", "--checks", "not_a_server_error", "--max-examples", "100", "--seed", "1",
          "--workers", "1", "--suppress-health-check", "all"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,  # where it keeps its cache
     )  # fmt: skip
     print(r.stdout[-3000:])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
@@ -249,3 +250,23 @@ def test_the_page_labels_a_photo_in_chromium(server, tmp_path):
     assert bars == ["horizontal", "vertical"]
     assert not overflow, "the page is wider than a phone's screen"
     assert errors == []
+
+
+def test_batching_is_chosen_only_for_a_network_slow_enough_to_gain_from_it():
+    from pawnet.images import Preprocessing
+    from pawnet.server import Batcher
+
+    class Timed:
+        preprocessing = Preprocessing(size=8)
+
+        def __init__(self, seconds):
+            self.seconds = seconds
+
+        def probabilities(self, pixels):
+            time.sleep(self.seconds)
+            return np.zeros((len(pixels), 2), np.float32)
+
+    for seconds, expected in ((0.0, False), (0.02, True)):
+        batcher = Batcher(Timed(seconds))
+        asyncio.run(batcher.calibrate())
+        assert batcher.batching is expected
