@@ -162,7 +162,7 @@ def _features(model, pixels, prec, device, group, desc: str, mirror: bool = Fals
     process computes its part and all of them receive the whole."""
     model.eval()
     mine = group.part(len(pixels))
-    out = [torch.zeros((0, 1280), device=device)]
+    out = [torch.zeros((0, model.head[-1].in_features), device=device)]  # so that an empty part has the width too
     with torch.no_grad(), prec.autocast(device):
         for start in bar(range(mine.start, mine.stop, batch_size), desc=desc, unit="batch", leave=False):
             x = _as_input(pixels, slice(start, min(start + batch_size, mine.stop)), device)
