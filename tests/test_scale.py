@@ -42,6 +42,13 @@ def test_auto_device_is_the_best_present_and_a_missing_one_is_one_line():
     assert not devices.precision("bf16", torch.device("cuda")).scaled
 
 
+def test_train_on_a_missing_device_is_one_line(data):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = run_cli("train", data, "--device", "cuda", "--out", data.parent / "nowhere")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "no CUDA GPU" in r.stderr
+
+
 def test_processes_augmenting_their_parts_equal_one_process_augmenting_the_batch():
     x = torch.rand(10, 3, 16, 16) * 255
     whole = augment.TUTORIAL(x, torch.Generator().manual_seed(3))
@@ -182,6 +189,8 @@ def test_two_processes_with_torchrun_match_one_process(data, tmp_path):
 
     config = json.loads((tmp_path / "two" / "config.json").read_text())
     assert config["training"]["processes"] == 2
+    written = sorted(f.name for f in (tmp_path / "two").iterdir())
+    assert written == sorted(f.name for f in (tmp_path / "one").iterdir())  # one complete run directory, no strays
     for a, b in zip(rows(tmp_path / "one"), rows(tmp_path / "two"), strict=True):
         for key in ("train_loss", "val_loss", "val_acc", "train_acc"):
             assert float(a[key]) == pytest.approx(float(b[key]), abs=2e-4), key
