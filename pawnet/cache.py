@@ -1,7 +1,7 @@
-"""Decode once: every file's pixels, decoded in parallel and kept as one uint8 array.
+"""Decode once: every file's pixels, decoded in parallel into one uint8 array.
 
 On a CPU, decoding JPEGs costs more than a small network's training step, so a run decodes each
-file once and augments tensors afterwards. The array is also saved to a per-user cache folder,
+file once and augments tensors afterwards. The array is written to a per-user cache folder,
 keyed by each file's path, size and modification time and by the preprocessing, so the next run
 on the same data starts without decoding at all.
 """

@@ -108,7 +108,8 @@ def _train(args) -> int:
     if args.resume:
         given = [name for name in RUN_SETTINGS if getattr(args, name) is not None] + (["no_cache"] if args.no_cache else [])
         if given:
-            raise UserError(f"--resume continues with the run's own settings; drop {', '.join('--' + g.replace('_', '-') for g in given)}")
+            flags = ["DATA" if g == "data" else "--" + g.replace("_", "-") for g in given]
+            raise UserError(f"--resume continues with the run's own settings; drop {', '.join(flags)}")
         clf = resume(args.resume, device=args.device, log=log)
     elif args.data is None:
         raise UserError("name the DATA folder to train on (or --resume RUN_DIR)")

@@ -297,13 +297,6 @@ def _train(settings: dict, out: Path, device: torch.device, group: distributed.G
     if min(recipe.epochs, recipe.batch_size) < 1 or recipe.preprocessing.size < 16:
         raise UserError("--epochs and --batch-size must be at least 1, and --img-size at least 16")
     prec = devices.precision(settings["precision"], device)
-    if group.leader:
-        out.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(out)
-        if not resume:  # the settings first, so that a run killed at any moment can be resumed
-            write_json(out / CONFIG, {"format_version": FORMAT_VERSION, "pawnet_version": __version__, "run": settings})
-    group.barrier()
-
     # 1. The photos, and which of them validate.
     train_set, val_set, val_source = train_val_split(data, settings["val"], seed=seed)
     classes = train_set.classes
@@ -311,6 +304,12 @@ def _train(settings: dict, out: Path, device: torch.device, group: distributed.G
         raise UserError(f"the seed network is the tutorial's two-class one, and DATA has {len(classes)} classes; use --arch small")
     prep = recipe.preprocessing
     log(f"data: {len(train_set)} training images, {len(val_set)} validation images ({val_source}); classes: {', '.join(classes)}")
+    if group.leader:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(out)
+        if not resume:  # the settings before anything slow, so that a run killed from here on can be resumed
+            write_json(out / CONFIG, {"format_version": FORMAT_VERSION, "pawnet_version": __version__, "run": settings})
+    group.barrier()
     leaks = train_test_leaks(train_set.files, val_set.files) if group.leader else []
     if leaks:
         log(

@@ -197,3 +197,12 @@ def test_two_processes_with_torchrun_match_one_process(data, tmp_path):
     w1, w2 = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     for name in w1:
         assert torch.allclose(w1[name], w2[name], atol=1e-4), name
+
+
+def test_data_refused_at_the_start_leaves_no_run_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    three = make_dataset(tmp_path / "three", classes=("a", "b", "c"), n=3)
+    for data in (tmp_path / "empty", three):
+        r = run_cli("train", data, "--out", tmp_path / "run")
+        assert r.returncode == 2, r.stderr
+        assert not (tmp_path / "run").exists()  # so the same --out works once the data is fixed
