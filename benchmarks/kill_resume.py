@@ -1,10 +1,10 @@
 """kill -9 trials on the real photos: a training run killed at several moments, then resumed.
 
-    python benchmarks/kill_resume.py [DATA] [--after 1 7 19 33]
+    python benchmarks/kill_resume.py [DATA] [--after 1.5 7 19 33]
 
 Trains the seed recipe once without interruption, then for each delay starts the same run with a
-cold cache, kills it with SIGKILL after that many seconds, runs `pawnet train --resume`, and
-compares: metrics.csv rows (without the timing column), best weights byte for byte, and the final
+cold cache, kills it with SIGKILL after that many seconds, runs `pawnet train --resume` (or, if
+the kill came before the run wrote anything, the same `pawnet train` again), and compares: metrics.csv rows (without the timing column), best weights byte for byte, and the final
 weights in the checkpoint. On a CPU every trial should end equal to the uninterrupted run.
 """
 
@@ -41,7 +41,7 @@ def final_weights(run: Path) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--after", type=float, nargs="+", default=[1, 7, 19, 33], help="seconds before each kill")
+    p.add_argument("--after", type=float, nargs="+", default=[1.5, 7, 19, 33], help="seconds before each kill")
     args = p.parse_args()
     if not args.data.is_dir():
         print(f"no data at {args.data}", file=sys.stderr)
@@ -60,15 +60,19 @@ def main() -> int:
             time.sleep(after)
             child.send_signal(signal.SIGKILL)
             child.wait()
-            left = f"{len(rows(run)) if (run / 'metrics.csv').exists() else 0} epochs" + ("" if (run / "checkpoint.pt").exists() else ", no checkpoint")
-            resumed = pawnet("train", "--resume", run, env=cold)
+            if (run / "config.json").exists():
+                left = f"{len(rows(run)) if (run / 'metrics.csv').exists() else 0} epochs" + ("" if (run / "checkpoint.pt").exists() else ", no checkpoint")
+                resumed = pawnet("train", "--resume", run, env=cold)
+            else:  # killed before it wrote anything (while starting up): nothing to resume, start again
+                left = "nothing"
+                resumed = pawnet("train", args.data, "--out", run, env=cold)
             same_rows = rows(run) == rows(reference)
             same_best = (run / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
             ref = final_weights(reference)
             same_final = all(torch.equal(final_weights(run)[k], v) for k, v in ref.items())
             failures += resumed.returncode != 0 or not (same_rows and same_best and same_final)
-            first = next((line for line in resumed.stdout.splitlines() if line.startswith("resuming")), resumed.stderr.strip())
-            print(f"{after:>11.0f}s  {left:<24} {same_rows!s:<11} {same_best!s:<11} {same_final!s:<11} {first}")
+            first = next((line for line in resumed.stdout.splitlines() if line.startswith("resuming")), "started again")
+            print(f"{after:>11g}s  {left:<24} {same_rows!s:<11} {same_best!s:<11} {same_final!s:<11} {first}")
     return 1 if failures else 0
 
 
