@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +60,18 @@ def make_dataset(root: Path, classes=("horizontal", "vertical"), n: int = 24, la
             path.parent.mkdir(parents=True, exist_ok=True)
             img.save(path)
     return root
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header claims width x height pixels; Pillow reads the size without decoding."""
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, format="PNG")
+    raw = bytearray(buf.getvalue())
+    ihdr = raw[12:29]  # type + data
+    ihdr[4:12] = struct.pack(">II", width, height)
+    raw[12:29] = ihdr
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    return bytes(raw)
 
 
 @pytest.fixture

@@ -1,12 +1,10 @@
 """The one preprocessing path, and every kind of awkward file it meets."""
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import png_claiming
 from pawnet.cache import MappedPixels, cached_decode, decode
 from pawnet.images import ImageError, Preprocessing, load_pixels
 
@@ -87,22 +85,11 @@ def test_tiny_image(tmp_path):
     assert (load_pixels(path, PREP) == [10, 200, 30]).all()
 
 
-def _png_claiming(tmp_path, w, h):
-    """A PNG whose header claims w x h pixels; Pillow reads the size without decoding."""
-    path = tmp_path / "bomb.png"
-    Image.new("L", (1, 1)).save(path)
-    raw = bytearray(path.read_bytes())
-    ihdr = raw[12:29]  # type + data
-    ihdr[4:12] = struct.pack(">II", w, h)
-    raw[12:29] = ihdr
-    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
-    path.write_bytes(bytes(raw))
-    return path
-
-
 def test_decompression_bomb_is_refused(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_claiming(20_000, 20_000))
     with pytest.raises(ImageError, match="refused"):
-        load_pixels(_png_claiming(tmp_path, 20_000, 20_000), PREP)
+        load_pixels(path, PREP)
 
 
 @pytest.mark.parametrize(

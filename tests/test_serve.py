@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import pattern, run_cli
+from conftest import pattern, png_claiming, run_cli
 
 httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install -e '.[test]')")
 
@@ -118,16 +118,6 @@ def test_health_model_docs_and_openapi(server, trained_model):
     page = httpx.get(server.url + "/")
     assert page.status_code == 200 and "<title>pawnet</title>" in page.text
     assert "http://" not in page.text and "https://" not in page.text  # nothing fetched from elsewhere
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A small PNG whose header claims a huge image (a decompression bomb)."""
-    data = bytearray(png())
-    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
-    import zlib
-
-    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
-    return bytes(data)
 
 
 BAD = {
