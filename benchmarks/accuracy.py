@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pawnet
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
+from photos import DEFAULT_DATA, missing
 
 
 def main() -> int:
@@ -28,8 +27,7 @@ def main() -> int:
     p.add_argument("--arch", nargs="+", default=["seed", "small", "efficientnet_lite0"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     args = p.parse_args()
-    if not args.data.is_dir():
-        print(f"no data at {args.data}", file=sys.stderr)
+    if missing(args.data):
         return 2
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,13 +10,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
+from photos import DEFAULT_DATA, missing
 
 
 def main() -> int:
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DATA
-    if not data.is_dir():
-        print(f"no data at {data}", file=sys.stderr)
+    if missing(data):
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PAWNET_CACHE"] = tmp  # a cold cache of its own

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
+from photos import DEFAULT_DATA, missing
 
 
 def pawnet(*args, env) -> subprocess.CompletedProcess:
@@ -43,8 +43,7 @@ def main() -> int:
     p.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
     p.add_argument("--after", type=float, nargs="+", default=[1.5, 7, 19, 33], help="seconds before each kill")
     args = p.parse_args()
-    if not args.data.is_dir():
-        print(f"no data at {args.data}", file=sys.stderr)
+    if missing(args.data):
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from memory import peak_rss_of  # noqa: E402
+from memory import peak_rss_of
 
 SIZE = 64
 

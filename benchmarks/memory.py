@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
+from photos import DEFAULT_DATA, missing
 
 
 def make_images(source: Path, dest: Path, n: int) -> None:
@@ -51,8 +51,7 @@ def main() -> int:
     p.add_argument("--images", type=int, default=25_000)
     p.add_argument("--epochs", type=int, default=1)
     args = p.parse_args()
-    if not args.data.is_dir():
-        print(f"no data at {args.data}", file=sys.stderr)
+    if missing(args.data):
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

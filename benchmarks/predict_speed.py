@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pawnet
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
+from photos import DEFAULT_DATA, missing
 
 
 def main() -> int:
@@ -26,8 +26,7 @@ def main() -> int:
     p.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
     p.add_argument("--model", type=Path)
     args = p.parse_args()
-    if not args.data.is_dir():
-        print(f"no data at {args.data}", file=sys.stderr)
+    if missing(args.data):
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model or pawnet.train(args.data, epochs=1, out=Path(tmp) / "seed", log=lambda *_: None).path

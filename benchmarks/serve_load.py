@@ -27,7 +27,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
+from photos import DEFAULT_DATA
+
 
 
 def free_port() -> int:
@@ -85,14 +86,14 @@ async def load(url, photos, clients, seconds, max_requests):
 
 def train_seed_model(folder: Path) -> Path:
     out = folder / "seed"
-    subprocess.run([sys.executable, "-m", "pawnet", "train", str(SHARED), "--epochs", "3", "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "pawnet", "train", str(DEFAULT_DATA), "--epochs", "3", "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
     return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path)
-    p.add_argument("--photos", type=Path, default=SHARED / "test_set")
+    p.add_argument("--photos", type=Path, default=DEFAULT_DATA / "test_set")
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--max-requests", type=int, default=100_000)

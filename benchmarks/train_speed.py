@@ -16,7 +16,6 @@ import math
 import random
 import re
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 import pawnet
 from pawnet.data import train_val_split
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
+from photos import DEFAULT_DATA, missing
 
 
 class PhotoFolder(Dataset):
@@ -116,8 +115,7 @@ def main() -> int:
     p.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
     p.add_argument("--epochs", type=int, default=6)
     args = p.parse_args()
-    if not args.data.is_dir():
-        print(f"no data at {args.data}", file=sys.stderr)
+    if missing(args.data):
         return 2
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.epochs} epochs of the seed recipe on {args.data}")
     print("pawnet:")
