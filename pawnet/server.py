@@ -138,13 +138,12 @@ def create_app(predictor: Predictor, *, max_upload_mb: float = 20, max_files: in
                 return error(413, f"request of {int(length) / MB:.1f} MB is larger than this server takes")
         return await call_next(request)
 
-    async def read_image(upload: UploadFile) -> np.ndarray:
-        if upload.size is not None and upload.size > limit:
-            raise HTTPException(413, f"{upload.filename}: {upload.size / MB:.1f} MB is over the {max_upload_mb:g} MB limit (--max-upload-mb)")
-        data = await upload.read()
+    async def read_upload(upload: UploadFile) -> bytes:
+        """The file's bytes; over the size limit, 413 (having read one byte past the limit at most)."""
+        data = await upload.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(413, f"{upload.filename}: over the {max_upload_mb:g} MB limit (--max-upload-mb)")
-        return await run_in_threadpool(load_pixels, data, prep)
+        return data
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
@@ -182,7 +181,7 @@ def create_app(predictor: Predictor, *, max_upload_mb: float = 20, max_files: in
         for upload in files:
             name = upload.filename or "upload"
             try:
-                readable.append((len(results), await read_image(upload)))
+                readable.append((len(results), await run_in_threadpool(load_pixels, await read_upload(upload), prep)))
                 results.append({"path": name})
             except ImageError as e:
                 results.append({"path": name, "error": str(e)})
@@ -208,9 +207,9 @@ def create_app(predictor: Predictor, *, max_upload_mb: float = 20, max_files: in
         if not hasattr(predictor, "model"):
             raise HTTPException(400, "explain follows gradients through PyTorch: serve the model directory, not an .onnx file")
         try:
-            pixels = await read_image(file)
-            await file.seek(0)
-            photo = await run_in_threadpool(load_pixels, await file.read(), Preprocessing(EXPLAIN_SIZE, prep.resize))
+            data = await read_upload(file)
+            pixels = await run_in_threadpool(load_pixels, data, prep)
+            photo = await run_in_threadpool(load_pixels, data, Preprocessing(EXPLAIN_SIZE, prep.resize))
         except ImageError as e:
             raise HTTPException(422, f"{file.filename}: {e}") from None
         png, cam = await batcher.on_model_thread(_explain_png, predictor, pixels, photo)
