@@ -139,9 +139,6 @@ class MappedPixels:
             self._read = 0
         return out
 
-    def __array__(self, dtype=None, copy=None):
-        return self[:] if dtype is None else self[:].astype(dtype)
-
 
 def cached_decode(files: list[Path], prep: Preprocessing, desc: str = "decoding", use_cache: bool = True) -> Decoded:
     """`decode`, read from or written to the disk cache; a cache that cannot be used is ignored.

@@ -191,11 +191,9 @@ def _train_epoch(model, net, inputs, labels, recipe, optimizer, scheduler, scale
         part = group.part(len(batch))
         idx = batch[part]
         y = torch.from_numpy(labels[idx]).to(device, non_blocking=True)
-        if isinstance(inputs, torch.Tensor):
-            x = inputs[torch.from_numpy(idx).to(inputs.device)]
-        else:
-            x = recipe.augmentation(_to_device(inputs[idx], device), generator, draw=len(batch), rows=part)
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = _as_input(inputs, idx, device)
+        if not isinstance(inputs, torch.Tensor):  # pixels, not precomputed features
+            x = recipe.augmentation(x, generator, draw=len(batch), rows=part).contiguous(memory_format=torch.channels_last)
         with prec.autocast(device):
             logits = net(x).float()
         loss = loss_fn(model, logits, y, weights, recipe.label_smoothing)
