@@ -50,6 +50,7 @@ def main() -> int:
         env = {**os.environ, "PAWNET_CACHE": str(tmp / "cache")}
         reference = tmp / "reference"
         pawnet("train", args.data, "--out", reference, env=env).check_returncode()
+        reference_weights = final_weights(reference)
         print(f"{'killed after':>12}  {'left':<24} {'rows equal':<11} {'best equal':<11} {'final equal':<11} resumed")
         failures = 0
         for after in args.after:
@@ -67,8 +68,8 @@ def main() -> int:
                 resumed = pawnet("train", args.data, "--out", run, env=cold)
             same_rows = rows(run) == rows(reference)
             same_best = (run / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
-            ref = final_weights(reference)
-            same_final = all(torch.equal(final_weights(run)[k], v) for k, v in ref.items())
+            resumed_weights = final_weights(run)
+            same_final = all(torch.equal(resumed_weights[k], v) for k, v in reference_weights.items())
             failures += resumed.returncode != 0 or not (same_rows and same_best and same_final)
             first = next((line for line in resumed.stdout.splitlines() if line.startswith("resuming")), "started again")
             print(f"{after:>11g}s  {left:<24} {same_rows!s:<11} {same_best!s:<11} {same_final!s:<11} {first}")
