@@ -8,14 +8,31 @@ you have folders of photos for.
     model.evaluate("datasets/cats-vs-dogs/test_set")
     model = pawnet.load("runs/seed")                     # or an exported "model.onnx"
     heatmap = pawnet.explain(model, "cat_or_dog_1.jpg")   # Grad-CAM, an array over the input
+
+The modules, each importing only those before it: errors, version, atomic, progress, images,
+data, cache, augment, devices, distributed, audit, download (photos and data sets); models,
+architectures, settings, rundir, modeldir, metrics, predictor, onnx_model, classifier (networks
+and trained models); plots, explanations, report (what a model shows); training; loader,
+onnx_export, server (uses of a trained model); cli (the command line).
 """
 
-__version__ = "0.1.0"
-
-from .errors import UserError  # noqa: E402
-from .predictor import load  # noqa: E402
+from .errors import UserError
+from .loader import load
+from .version import __version__
 
 __all__ = ["Classifier", "UserError", "explain", "export", "load", "resume", "train", "__version__"]
+
+
+def explain(model, image, class_name: str | None = None, layer: str | None = None):
+    """Grad-CAM heatmap, (size, size) in [0, 1], for an image path, PIL image or uint8 array.
+
+    `model` is a model from `load` or `train`, or a model directory's path.
+    """
+    from .images import load_pixels
+    from .predictor import Predictor
+
+    clf = model if isinstance(model, Predictor) else load(model)
+    return clf.grad_cam(load_pixels(image, clf.preprocessing), class_name, layer).heatmap
 
 
 def __getattr__(name):
@@ -25,10 +42,6 @@ def __getattr__(name):
         from . import training
 
         return getattr(training, name)
-    if name == "explain":
-        from .explanations import explain
-
-        return explain
     if name == "export":
         from .onnx_export import export
 

@@ -12,17 +12,20 @@ import sys
 import traceback
 from pathlib import Path
 
-import numpy as np
-
-from . import __version__
 from .errors import DownloadError, UserError
+from .version import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pawnet", description="Train and use CNN image classifiers.")
     p.add_argument("--version", action="version", version=f"pawnet {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_train_parser, _evaluate_parser, _predict_parser, _explain_parser, _export_parser, _serve_parser, _data_parser):
+        add(sub)
+    return p
 
+
+def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a model on folders of photos (or continue one with --resume)",
                        usage="pawnet train DATA [options] | pawnet train --resume RUN_DIR [--device D]")
     t.add_argument("data", metavar="DATA", nargs="?", help="class folders, training_set/ + test_set/, or cat.1.jpg-style names")
@@ -38,9 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", metavar="DIR", help="model directory to write (default: runs/trainN)")
     t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto (the default): bfloat16 on GPUs and CPUs that have it in hardware, float16 on older GPUs, else float32")
-    t.add_argument("--no-cache", action="store_true", help="decode the photos again instead of reading the disk cache")
+    t.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
+                   help="decode the photos again instead of reading the disk cache")
     t.add_argument("--json", action="store_true", help="print the final metrics as JSON (the log goes to stderr)")
 
+
+def _evaluate_parser(sub) -> None:
     e = sub.add_parser("evaluate", help="measure a model on a labelled folder")
     e.add_argument("model", metavar="MODEL")
     e.add_argument("data", metavar="DATA")
@@ -48,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report, top losses included")
     e.add_argument("--json", action="store_true")
 
+
+def _predict_parser(sub) -> None:
     r = sub.add_parser("predict", help="label photos", usage="pawnet predict [MODEL] PATH... [--tta] [--json]")
     r.add_argument("paths", metavar="[MODEL] PATH", nargs="+",
                    help="a model directory or .onnx file (default: the cats-vs-dogs model shipped with pawnet), "
@@ -55,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--tta", action="store_true", help="average each photo with its mirror image")
     r.add_argument("--json", action="store_true")
 
+
+def _explain_parser(sub) -> None:
     x = sub.add_parser("explain", help="where the network looked (Grad-CAM), or the tutorial's steps drawn")
     x.add_argument("model", metavar="MODEL")
     x.add_argument("image", metavar="IMAGE")
@@ -64,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--layer", metavar="NAME", help="feature layer to explain (default: the last convolutional one)")
     x.add_argument("--json", action="store_true")
 
+
+def _export_parser(sub) -> None:
     o = sub.add_parser("export", help="a portable model (ONNX), checked against PyTorch")
     o.add_argument("model", metavar="MODEL")
     o.add_argument("--format", choices=["onnx"], default="onnx")
@@ -72,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--check", metavar="DATA", help="labelled folder to measure int8's accuracy change on")
     o.add_argument("--json", action="store_true")
 
+
+def _serve_parser(sub) -> None:
     s = sub.add_parser("serve", help="a web page and an HTTP API for a model (FastAPI; docs at /docs)")
     s.add_argument("model", metavar="MODEL", nargs="?", help="model directory or .onnx file (default: the shipped cats-vs-dogs model)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
@@ -80,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-upload-mb", type=float, default=20, help="largest image file accepted")
     s.add_argument("--max-files", type=int, default=64, help="most images in one request")
 
+
+def _data_parser(sub) -> None:
     d = sub.add_parser("data", help="audit a data set, or fetch the public one")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     c = dsub.add_parser("check", help="unreadable files, wrong extensions, odd modes and sizes, duplicates, leakage")
@@ -95,46 +111,34 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--sha256", metavar="HEX", help="expected checksum of the archive")
     dl.add_argument("--split", type=float, default=0.2, help="fraction of each class for test_set/")
     dl.add_argument("--seed", type=int, default=0)
-    return p
-
-
-RUN_SETTINGS = ("data", "val", "arch", "epochs", "batch_size", "img_size", "seed", "out", "precision")
 
 
 def _train(args) -> int:
+    from .settings import RunSettings
     from .training import resume, train
 
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    # Settings left out take the architecture's defaults (and --resume refuses any given).
+    given = {name: getattr(args, name) for name in RunSettings.names() if getattr(args, name) is not None}
     if args.resume:
-        given = [name for name in RUN_SETTINGS if getattr(args, name) is not None] + (["no_cache"] if args.no_cache else [])
-        if given:
-            flags = ["DATA" if g == "data" else "--" + g.replace("_", "-") for g in given]
+        if given or args.out is not None:
+            flags = [FLAGS.get(name, "--" + name.replace("_", "-")) for name in [*given, *(["out"] if args.out else [])]]
             raise UserError(f"--resume continues with the run's own settings; drop {', '.join(flags)}")
         clf = resume(args.resume, device=args.device, log=log)
     elif args.data is None:
         raise UserError("name the DATA folder to train on (or --resume RUN_DIR)")
     else:
-        clf = train(
-            args.data,
-            val=args.val,
-            arch=args.arch or "seed",
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            img_size=args.img_size,
-            seed=0 if args.seed is None else args.seed,
-            out=args.out,
-            precision=args.precision or "auto",
-            device=args.device,
-            use_cache=not args.no_cache,
-            log=log,
-        )
+        clf = train(out=args.out, device=args.device, log=log, **given)
     if args.json:
         print(json.dumps({"model": str(clf.path), **clf.config["metrics"]}, indent=2))
     return 0
 
 
+FLAGS = {"data": "DATA", "use_cache": "--no-cache"}
+
+
 def _evaluate(args) -> int:
-    from .predictor import load
+    from .loader import load
 
     result = load(args.model).evaluate(args.data, tta=args.tta, report=args.report)
     if args.report:
@@ -157,7 +161,7 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from .predictor import is_model, load
+    from .loader import is_model, load
 
     model, paths = (args.paths[0], args.paths[1:]) if is_model(args.paths[0]) else (None, args.paths)
     if not paths:
@@ -181,53 +185,15 @@ def _predict(args) -> int:
 
 
 def _explain(args) -> int:
-    from .predictor import load
-    from .explanations import block_steps, grad_cam, seed_steps
-    from .images import ImageError, load_pixels
-    from .models import SeedNet
-    from .plots import block_steps_figure, gradcam_figure, seed_steps_figure
+    from .explanations import explain_figure
+    from .loader import load
 
-    clf = load(args.model)
-    if not hasattr(clf, "model"):
-        raise UserError(f"{args.model}: explain needs a model directory (it follows gradients through PyTorch)")
-    try:
-        pixels = load_pixels(args.image, clf.preprocessing)
-    except ImageError as e:
-        raise UserError(f"{args.image}: {e}") from None
-    stem = Path(args.image).stem
-    out = Path(args.out or f"{stem}_{'steps' if args.steps else 'gradcam'}.png")
-    if args.steps:
-        if isinstance(clf.model, SeedNet):
-            steps = seed_steps(clf.model, pixels)
-            seed_steps_figure(steps, clf.classes, out)
-            probs = [1 - float(steps["output"][0]), float(steps["output"][0])]
-        else:
-            steps = block_steps(clf.model, pixels)
-            block_steps_figure(steps, clf.classes, out)
-            probs = steps["output"].tolist()
-        k = int(np.argmax(probs))
-        summary = {"image": args.image, "label": clf.classes[k], "probabilities": dict(zip(clf.classes, probs)), "figure": str(out)}
-    else:
-        cam = grad_cam(clf, pixels, args.class_name, args.layer)
-        k = int(cam.probabilities.argmax())
-        explained = clf.classes[cam.class_index]
-        title = f"{Path(args.image).name}: {clf.classes[k]} {cam.probabilities[k]:.2f}" + (
-            f"; showing evidence for {explained}" if explained != clf.classes[k] else ""
-        )
-        gradcam_figure(pixels, cam.heatmap, title, out)
-        summary = {
-            "image": args.image,
-            "label": clf.classes[k],
-            "probability": float(cam.probabilities[k]),
-            "probabilities": dict(zip(clf.classes, map(float, cam.probabilities))),
-            "explained_class": explained,
-            "layer": cam.layer,
-            "heatmap": str(out),
-        }
+    summary = explain_figure(load(args.model), args.image, args.out, args.steps, args.class_name, args.layer)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{args.image}  {summary['label']}  {max(summary['probabilities'].values()):.2f}  -> {out}")
+        figure = summary.get("heatmap") or summary["figure"]
+        print(f"{args.image}  {summary['label']}  {max(summary['probabilities'].values()):.2f}  -> {figure}")
     return 0
 
 

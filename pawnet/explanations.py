@@ -8,16 +8,16 @@ a coarse map of the regions that speak for the class.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .classifier import Classifier, to_tensor
 from .errors import UserError
-from .images import load_pixels
-from .models import SeedNet, probabilities
+from .images import ImageError, load_pixels
+from .models import SeedNet, probabilities, to_input
 
 
 @dataclass
@@ -57,8 +57,9 @@ def _class_score(model, logits: torch.Tensor, k: int) -> torch.Tensor:
     return logits[0, k]
 
 
-def grad_cam(clf: Classifier, pixels: np.ndarray, class_name: str | None = None, layer: str | None = None) -> GradCam:
-    """Grad-CAM of uint8 pixels (from `load_pixels`) for the predicted class or `class_name`."""
+def grad_cam(clf, pixels: np.ndarray, class_name: str | None = None, layer: str | None = None) -> GradCam:
+    """Grad-CAM of uint8 pixels (from `load_pixels`) for the predicted class or `class_name`;
+    `clf` is a `Classifier` (its `grad_cam` method calls this)."""
     model = clf.model
     size = clf.preprocessing.size
     layer = layer or last_feature_layer(model, size)
@@ -78,7 +79,7 @@ def grad_cam(clf: Classifier, pixels: np.ndarray, class_name: str | None = None,
     hook = modules[layer].register_forward_hook(keep)
     try:
         with torch.enable_grad():
-            logits = model(to_tensor(pixels[None]))
+            logits = model(to_input(pixels[None]))
             probs = probabilities(model, logits.detach())[0].numpy()
             k = int(probs.argmax()) if class_name is None else clf.classes.index(class_name)
             _class_score(model, logits, k).backward()
@@ -100,15 +101,6 @@ def overlay(pixels: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     return (pixels * 0.55 + colour * 0.45).astype(np.uint8)
 
 
-def explain(model, image, class_name: str | None = None, layer: str | None = None) -> np.ndarray:
-    """Grad-CAM heatmap, (size, size) in [0, 1], for an image path, PIL image or uint8 array.
-
-    `model` is a Classifier or a model directory's path.
-    """
-    clf = model if isinstance(model, Classifier) else Classifier.load(model)
-    return grad_cam(clf, load_pixels(image, clf.preprocessing), class_name, layer).heatmap
-
-
 def seed_steps(model: SeedNet, pixels: np.ndarray) -> dict[str, np.ndarray]:
     """Each of the tutorial's steps for one photo, with this model's learned weights.
 
@@ -116,7 +108,7 @@ def seed_steps(model: SeedNet, pixels: np.ndarray) -> dict[str, np.ndarray]:
     first, which gives the same numbers.
     """
     with torch.inference_mode():
-        x = model.rescale(to_tensor(pixels[None]))
+        x = model.rescale(to_input(pixels[None]))
         conv1 = F.relu(model.conv1(x))
         pool1 = model.pool1(conv1)
         conv2 = F.relu(model.conv2(pool1))
@@ -134,6 +126,7 @@ def seed_steps(model: SeedNet, pixels: np.ndarray) -> dict[str, np.ndarray]:
         "flatten": flat[0].numpy(),
         "dense": dense[0].numpy(),
         "output": out[0].numpy(),
+        "probabilities": [1 - float(out[0, 0]), float(out[0, 0])],
     }
 
 
@@ -149,14 +142,58 @@ def block_steps(model: torch.nn.Module, pixels: np.ndarray) -> dict[str, np.ndar
     ]
     try:
         with torch.inference_mode():
-            logits = model(to_tensor(pixels[None]))
+            logits = model(to_input(pixels[None]))
     finally:
         for h in hooks:
             h.remove()
+    p = probabilities(model, logits)[0]
     return {
         "input": pixels,
         "first": maps["first"][0].numpy(),
         "last": maps["last"][0].numpy(),
-        "output": probabilities(model, logits)[0].numpy(),
+        "output": p.numpy(),
+        "probabilities": p.tolist(),
         "last_name": last_name,
+    }
+
+
+def explain_figure(clf, image, out=None, steps: bool = False, class_name: str | None = None, layer: str | None = None) -> dict:
+    """Draw where `clf` looked for its label of `image` (Grad-CAM), or with `steps` the photo's way
+    through the tutorial's steps, into the PNG `out` (default: beside the current folder's
+    IMAGE-name_gradcam.png or _steps.png). Returns what was drawn: label, probabilities, figure."""
+    from .plots import block_steps_figure, gradcam_figure, seed_steps_figure
+
+    if not clf.explainable:
+        raise UserError(f"{clf.path}: explain needs a model directory (it follows gradients through PyTorch)")
+    try:
+        pixels = load_pixels(image, clf.preprocessing)
+    except ImageError as e:
+        raise UserError(f"{image}: {e}") from None
+    out = Path(out or f"{Path(image).stem}_{'steps' if steps else 'gradcam'}.png")
+    summary = {"image": str(image)}
+    if steps:
+        if isinstance(clf.model, SeedNet):
+            drawn = seed_steps(clf.model, pixels)
+            seed_steps_figure(drawn, clf.classes, out)
+        else:
+            drawn = block_steps(clf.model, pixels)
+            block_steps_figure(drawn, clf.classes, out)
+        probs = drawn["probabilities"]
+        k = int(np.argmax(probs))
+        return {**summary, "label": clf.classes[k], "probabilities": dict(zip(clf.classes, probs)), "figure": str(out)}
+    cam = clf.grad_cam(pixels, class_name, layer)
+    k = int(cam.probabilities.argmax())
+    explained = clf.classes[cam.class_index]
+    title = f"{Path(image).name}: {clf.classes[k]} {cam.probabilities[k]:.2f}"
+    if explained != clf.classes[k]:
+        title += f"; showing evidence for {explained}"
+    gradcam_figure(pixels, cam.heatmap, title, out)
+    return {
+        **summary,
+        "label": clf.classes[k],
+        "probability": float(cam.probabilities[k]),
+        "probabilities": dict(zip(clf.classes, map(float, cam.probabilities))),
+        "explained_class": explained,
+        "layer": cam.layer,
+        "heatmap": str(out),
     }

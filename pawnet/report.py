@@ -16,7 +16,9 @@ import numpy as np
 from PIL import Image
 
 from .atomic import write_text
+from .explanations import overlay
 from .images import ImageError, Preprocessing, load_pixels
+from .rundir import RunDir
 
 THUMB = 160
 TOP_LOSSES = 16
@@ -54,8 +56,6 @@ def _confusion(result: dict) -> str:
 
 
 def _top_losses(clf, outcome, n: int = TOP_LOSSES) -> str:
-    from .explanations import grad_cam, overlay
-
     thumb_prep = Preprocessing(size=THUMB, resize=clf.preprocessing.resize)
     cards = []
     for i in np.argsort(-outcome.losses)[:n]:
@@ -64,7 +64,7 @@ def _top_losses(clf, outcome, n: int = TOP_LOSSES) -> str:
             thumb = load_pixels(path, thumb_prep)
         except ImageError:
             continue
-        cam = grad_cam(clf, np.asarray(outcome.pixels[i]))
+        cam = clf.grad_cam(np.asarray(outcome.pixels[i]))
         predicted = int(outcome.probabilities[i].argmax())
         truth = int(outcome.labels[i])
         cards.append(
@@ -91,69 +91,87 @@ pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; 
 
 
 def write_report(clf, result: dict, outcome, path, curves: Path | None = None, title: str | None = None) -> Path:
-    """Write the HTML report of `result` (from `evaluate`) and `outcome` (its per-image results)."""
+    """Write the HTML report of `result` (from `evaluate`) and `outcome` (its per-image results);
+    `curves` defaults to the model directory's learning curves."""
     config = clf.config
-    path = Path(path)
     title = title or f"pawnet report: {config['arch']} ({', '.join(clf.classes)})"
-    sections = [f"<h1>{html.escape(title)}</h1>"]
-    if result.get("data"):
-        sections.append(f"<p>Evaluated on <code>{html.escape(result['data'])}</code>.</p>")
-    sections.append(
-        f"<h2>Results</h2><p>accuracy <b>{result['accuracy']:.4f}</b>, loss {result['loss']:.4f}, "
-        f"{result['n_images']} images, {result['n_skipped']} skipped{' (with TTA)' if result.get('tta') else ''}</p>"
-    )
-    sections.append("<h3>Confusion matrix</h3>" + _confusion(result))
-    sections.append(
-        "<h3>Per class</h3>"
-        + _table(
-            [[c, m["precision"], m["recall"], m["f1"], m["support"]] for c, m in result["per_class"].items()],
-            ["class", "precision", "recall", "F1", "support"],
-        )
-    )
-    curves = curves if curves is not None else (clf.path / "curves.png" if clf.path else None)
-    if curves and curves.is_file():
-        sections.append(
-            f'<h2>Learning curves</h2><div class="figures"><img src="{_data_uri(curves.read_bytes(), "image/png")}" alt="learning curves"></div>'
-        )
+    if curves is None and clf.path:
+        curves = RunDir(clf.path).curves
     data = config.get("data", {})
-    if data:
-        rows = [[c, data.get("train_counts", {}).get(c, ""), data.get("val_counts", {}).get(c, "")] for c in clf.classes]
-        sections.append(
-            f"<h2>Data</h2><p>training data <code>{html.escape(str(data.get('train', '')))}</code>; validation: "
-            f"{html.escape(str(data.get('validation', '')))}</p>" + _table(rows, ["class", "training images", "validation images"])
-        )
-        leakage = data.get("leakage", {})
-        if leakage:
-            n = leakage["exact_duplicates"]
-            sections.append(
-                f"<p>Leakage check: {n} validation images byte-identical to training images"
-                + (" (validation accuracy reads high; <code>pawnet data check --fix</code> moves them aside)." if n else ".")
-                + "</p>"
-                + (_table(leakage["pairs"], ["validation image", "training image"]) if n else "")
-            )
-    skipped = {**data.get("skipped", {}), **result.get("skipped", {})}
-    if skipped:
-        sections.append("<h3>Skipped files</h3>" + _table([[p, why] for p, why in skipped.items()], ["file", "why"]))
-    metrics = config.get("metrics", {})
-    if metrics:
-        sections.append(
-            "<h2>Timing</h2>"
-            + _table(
-                [
-                    ["decoding", f"{metrics.get('decode_seconds', 0):.1f} s"],
-                    ["whole run", f"{metrics.get('seconds', 0):.1f} s"],
-                    ["best epoch", metrics.get("best_epoch", "")],
-                ],
-                ["what", "value"],
-            )
-        )
-    sections.append("<h2>Top losses</h2><p>The photos the model got most wrong, each beside where it looked (Grad-CAM).</p>")
-    sections.append(f'<div class="losses">{_top_losses(clf, outcome)}</div>')
-    settings = {k: config.get(k) for k in ("arch", "classes", "preprocessing", "augmentation", "training", "pawnet_version", "torch_version")}
-    sections.append(f"<h2>Settings</h2><pre>{html.escape(json.dumps(settings, indent=2))}</pre>")
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        _results(result),
+        _curves(curves),
+        _data(clf, data),
+        _skipped({**data.get("skipped", {}), **result.get("skipped", {})}),
+        _timing(config.get("metrics", {})),
+        "<h2>Top losses</h2><p>The photos the model got most wrong, each beside where it looked (Grad-CAM).</p>",
+        f'<div class="losses">{_top_losses(clf, outcome)}</div>',
+        _settings(config),
+    ]
     page = (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
     )
+    path = Path(path)
     write_text(path, page)
     return path
+
+
+def _results(result: dict) -> str:
+    where = f"<p>Evaluated on <code>{html.escape(result['data'])}</code>.</p>" if result.get("data") else ""
+    per_class = [[c, m["precision"], m["recall"], m["f1"], m["support"]] for c, m in result["per_class"].items()]
+    return (
+        f"{where}<h2>Results</h2><p>accuracy <b>{result['accuracy']:.4f}</b>, loss {result['loss']:.4f}, "
+        f"{result['n_images']} images, {result['n_skipped']} skipped{' (with TTA)' if result.get('tta') else ''}</p>"
+        f"<h3>Confusion matrix</h3>{_confusion(result)}"
+        f"<h3>Per class</h3>{_table(per_class, ['class', 'precision', 'recall', 'F1', 'support'])}"
+    )
+
+
+def _curves(curves: Path | None) -> str:
+    if not curves or not curves.is_file():
+        return ""
+    uri = _data_uri(curves.read_bytes(), "image/png")
+    return f'<h2>Learning curves</h2><div class="figures"><img src="{uri}" alt="learning curves"></div>'
+
+
+def _data(clf, data: dict) -> str:
+    if not data:
+        return ""
+    rows = [[c, data.get("train_counts", {}).get(c, ""), data.get("val_counts", {}).get(c, "")] for c in clf.classes]
+    section = (
+        f"<h2>Data</h2><p>training data <code>{html.escape(str(data.get('train', '')))}</code>; validation: "
+        f"{html.escape(str(data.get('validation', '')))}</p>" + _table(rows, ["class", "training images", "validation images"])
+    )
+    leakage = data.get("leakage", {})
+    if leakage:
+        n = leakage["exact_duplicates"]
+        section += (
+            f"<p>Leakage check: {n} validation images byte-identical to training images"
+            + (" (validation accuracy reads high; <code>pawnet data check --fix</code> moves them aside)." if n else ".")
+            + "</p>"
+            + (_table(leakage["pairs"], ["validation image", "training image"]) if n else "")
+        )
+    return section
+
+
+def _skipped(skipped: dict) -> str:
+    return "<h3>Skipped files</h3>" + _table([[p, why] for p, why in skipped.items()], ["file", "why"]) if skipped else ""
+
+
+def _timing(metrics: dict) -> str:
+    if not metrics:
+        return ""
+    rows = [
+        ["decoding", f"{metrics.get('decode_seconds', 0):.1f} s"],
+        ["whole run", f"{metrics.get('seconds', 0):.1f} s"],
+        ["best epoch", metrics.get("best_epoch", "")],
+    ]
+    return "<h2>Timing</h2>" + _table(rows, ["what", "value"])
+
+
+def _settings(config: dict) -> str:
+    keys = ("arch", "classes", "preprocessing", "augmentation", "training", "pawnet_version", "torch_version")
+    return f"<h2>Settings</h2><pre>{html.escape(json.dumps({k: config.get(k) for k in keys}, indent=2))}</pre>"

@@ -6,7 +6,9 @@ import torch
 from conftest import make_dataset, run_cli
 
 import pawnet
-from pawnet.models import EfficientNetLite0, imagenet_weights
+from pawnet.architectures import build
+from pawnet.images import Preprocessing
+from pawnet.models import imagenet_weights
 
 THREE = ("horizontal", "vertical", "disc")
 
@@ -34,7 +36,7 @@ def test_seed_refuses_more_than_two_classes(three_classes, tmp_path):
 
 
 def test_pretrained_weights_are_the_packages_bit_for_bit():
-    model = EfficientNetLite0(n_classes=2, size=224, pretrained=True)
+    model = build("efficientnet_lite0", 2, Preprocessing(224), pretrained=True)
     shipped = imagenet_weights()
     mine = model.backbone.state_dict()
     compared = [k for k in shipped if not k.startswith("_fc.")]
@@ -44,7 +46,7 @@ def test_pretrained_weights_are_the_packages_bit_for_bit():
 
 def test_pretrained_network_gives_imagenet_sensible_output():
     """With its own ImageNet classifier, the network is confident on some class, and repeatable."""
-    model = EfficientNetLite0(n_classes=2, size=224, pretrained=True).eval()
+    model = build("efficientnet_lite0", 2, Preprocessing(224), pretrained=True).eval()
     fc = torch.nn.Linear(1280, 1000)
     shipped = imagenet_weights()
     fc.load_state_dict({"weight": shipped["_fc.weight"], "bias": shipped["_fc.bias"]})

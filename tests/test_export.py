@@ -10,7 +10,7 @@ from PIL import Image
 
 import pawnet
 from pawnet.onnx_export import _batch_axis_is_dynamic
-from pawnet.predictor import DEFAULT_MODEL
+from pawnet.loader import DEFAULT_MODEL
 
 BLOCK_TORCH = """
 import sys, importlib.abc

@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import make_dataset, run_cli
-from pawnet import augment, checkpoint, devices
+from pawnet import augment, devices
+from pawnet.rundir import CHECKPOINT_FORMAT, RunDir
 from pawnet.cache import MappedPixels, cached_decode
 from pawnet.distributed import Group
 from pawnet.errors import UserError
@@ -121,7 +122,7 @@ def rows(run: Path) -> list[dict]:
 
 
 def final_weights(run: Path) -> dict:
-    return torch.load(run / checkpoint.CHECKPOINT, weights_only=True)["model"]
+    return torch.load(RunDir(run).checkpoint, weights_only=True)["model"]
 
 
 @pytest.mark.parametrize("moment", ["decode", "step:7", "checkpoint:2", "checkpoint:4"])
@@ -170,9 +171,9 @@ def test_resume_refuses_what_is_not_a_run_and_new_settings(reference, tmp_path):
 
 
 def test_a_checkpoint_holding_code_is_refused(tmp_path):
-    torch.save({"format": checkpoint.FORMAT, "payload": Path("x")}, tmp_path / checkpoint.CHECKPOINT)
+    torch.save({"format": CHECKPOINT_FORMAT, "payload": Path("x")}, RunDir(tmp_path).checkpoint)
     with pytest.raises(UserError, match="unreadable checkpoint"):
-        checkpoint.load(tmp_path)
+        RunDir(tmp_path).load_checkpoint()
 
 
 def test_two_processes_with_torchrun_match_one_process(data, tmp_path):

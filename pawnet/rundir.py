@@ -1,0 +1,119 @@
+"""A run folder: every file `pawnet train` (and `pawnet export`) writes, named here and written here.
+
+    config.json        the run's settings from its start, so a killed run can resume; then the
+                       model card (architecture, classes, preprocessing, recipe, data summary);
+                       at the end the results too, which mark the run finished
+    model.safetensors  the best epoch's weights
+    metrics.csv        one row per epoch
+    checkpoint.pt      the run's state after its last finished epoch, for --resume
+    curves.png         loss and accuracy per epoch
+    report.html        the validation results, top losses included
+    model.onnx         written by `pawnet export` (model.int8.onnx with --quantize)
+
+Every write replaces its file whole (temporary file, then rename), so a run killed at any
+moment leaves each file as it was or as it became. PyTorch is imported only by the writes that
+need it: reading a folder's config stays cheap for an ONNX-only installation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from .atomic import remove_leftovers, replacing, write_text
+from .errors import UserError
+from .version import __version__
+
+# Raised when a change would make older pawnets misread a model directory.
+FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = 1
+METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+
+
+def write_json(path: Path, data) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+class RunDir:
+    CONFIG = "config.json"
+    WEIGHTS = "model.safetensors"
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.config = self.path / self.CONFIG
+        self.weights = self.path / self.WEIGHTS
+        self.metrics = self.path / "metrics.csv"
+        self.checkpoint = self.path / "checkpoint.pt"
+        self.curves = self.path / "curves.png"
+        self.report = self.path / "report.html"
+
+    def onnx(self, quantized: bool = False) -> Path:
+        return self.path / ("model.int8.onnx" if quantized else "model.onnx")
+
+    def holds_files(self) -> bool:
+        return self.path.exists() and any(self.path.iterdir())
+
+    def create(self) -> None:
+        """Make the folder, and clear the temporary files of a process killed while writing."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self.path)
+
+    def read_config(self) -> dict | None:
+        """config.json as written, or None where it is missing or unreadable."""
+        try:
+            config = json.loads(self.config.read_text())
+        except (OSError, ValueError):
+            return None
+        return config if isinstance(config, dict) else None
+
+    def write_settings(self, settings: dict) -> None:
+        """The run's settings alone: written before anything slow, so that a run killed from
+        then on can be resumed."""
+        self.write_config({"format_version": FORMAT_VERSION, "pawnet_version": __version__, "run": settings})
+
+    def write_config(self, config: dict) -> None:
+        write_json(self.config, config)
+
+    def save_weights(self, state: dict) -> None:
+        """A state dict as safetensors, flushed to disk before it replaces the last one."""
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        with replacing(self.weights, durable=True) as tmp:
+            save_file(state, str(tmp))
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        with replacing(self.metrics) as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=METRICS_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def save_checkpoint(self, state: dict) -> None:
+        """The run's state (tensors and plain values only), flushed to disk before it replaces
+        the last one: a killed run loses at most the epoch it was in."""
+        import torch
+
+        with replacing(self.checkpoint, durable=True) as tmp:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+
+    def load_checkpoint(self) -> dict | None:
+        """The last checkpoint, or None where the run ended before its first epoch.
+
+        Read with `weights_only=True`, which refuses to unpickle code.
+        """
+        import torch
+
+        if not self.checkpoint.exists():
+            return None
+        try:
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several types for damaged or foreign files
+            raise UserError(
+                f"{self.checkpoint}: unreadable checkpoint ({type(e).__name__}); train again into a new --out"
+            ) from None
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(
+                f"{self.checkpoint}: checkpoint format {state.get('format')} is not this pawnet's ({CHECKPOINT_FORMAT})"
+            )
+        return state

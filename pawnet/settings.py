@@ -1,0 +1,60 @@
+"""What a training run is asked for: one dataclass, written into the run folder at the start and
+read back by `--resume`, so a resumed run goes on exactly as it began."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from .architectures import ARCHITECTURES, Recipe
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The settings of one `pawnet train` run. None means "the architecture's default"."""
+
+    data: str
+    val: str | None = None
+    arch: str = "seed"
+    epochs: int | None = None
+    batch_size: int | None = None
+    img_size: int | None = None
+    seed: int = 0
+    precision: str = "auto"
+    use_cache: bool = True
+
+    def __post_init__(self):
+        # Paths are kept as text: the settings go into config.json as they are.
+        object.__setattr__(self, "data", str(self.data))
+        if self.val is not None:
+            object.__setattr__(self, "val", str(self.val))
+        if self.arch not in ARCHITECTURES:
+            raise UserError(f"unknown architecture {self.arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSettings":
+        return cls(**{k: v for k, v in d.items() if k in cls.names()})
+
+    def recipe(self) -> Recipe:
+        """The architecture's recipe with this run's epochs, batch size and image size."""
+        recipe = ARCHITECTURES[self.arch].recipe
+        recipe = replace(
+            recipe,
+            epochs=_given(self.epochs, recipe.epochs),
+            batch_size=_given(self.batch_size, recipe.batch_size),
+            preprocessing=replace(recipe.preprocessing, size=_given(self.img_size, recipe.preprocessing.size)),
+        )
+        if min(recipe.epochs, recipe.batch_size) < 1 or recipe.preprocessing.size < 16:
+            raise UserError("--epochs and --batch-size must be at least 1, and --img-size at least 16")
+        return recipe
+
+
+def _given(value, default):
+    return default if value is None else value
