@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("data", metavar="DATA")
     e.add_argument("--tta", action="store_true", help="average each photo with its mirror image")
     e.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report, top losses included")
+    e.add_argument("--no-cache", action="store_true", help="decode the photos again instead of reading the disk cache")
     e.add_argument("--json", action="store_true")
 
     r = sub.add_parser("predict", help="label photos", usage="pawnet predict [MODEL] PATH... [--tta] [--json]")
@@ -136,6 +137,8 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from .predictor import load
 
+    if args.no_cache:
+        os.environ["PAWNET_NO_CACHE"] = "1"
     result = load(args.model).evaluate(args.data, tta=args.tta, report=args.report)
     if args.report:
         print(f"report written to {args.report}", file=sys.stderr)
