@@ -14,11 +14,15 @@ def replacing(path: Path, durable: bool = False):
 
     `durable` also flushes the file, then the folder's new entry, to disk (fsync), so that even a
     power cut leaves the old file or the new one: for checkpoints and weights.
+
+    The file gets the mode any new file gets (0666 less the umask): writers that make their own
+    temporary files (safetensors does) create them readable by their owner only.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         if durable:
             _fsync(tmp)
         os.replace(tmp, path)
@@ -26,6 +30,18 @@ def replacing(path: Path, durable: bool = False):
             _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path) -> None:

@@ -9,9 +9,12 @@ and test sets (leakage, which inflates every accuracy measured on that test set)
 
 from __future__ import annotations
 
+import errno
+import filecmp
 import hashlib
 import io
 import json
+import os
 import shutil
 import time
 import warnings
@@ -23,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import write_text
-from .cache import cache_dir, cpu_count
+from .cache import cache_dir, cpu_count, stamp
 from .data import TEST_DIR, TRAIN_DIR, has_tutorial_layout, read_folder
 from .errors import UserError
 from .images import MAX_PIXELS
@@ -79,7 +82,7 @@ def _files(root: Path):
 
 
 class _Memo:
-    """Per-file results kept between runs, keyed by path, size and modification time."""
+    """Per-file results kept between runs, keyed by path and stamp (`cache.stamp`)."""
 
     def __init__(self, root: Path):
         key = hashlib.sha256(f"{AUDIT_VERSION}{root.resolve()}".encode()).hexdigest()[:24]
@@ -90,13 +93,11 @@ class _Memo:
             self.entries = {}
 
     def get(self, f: Path):
-        st = f.stat()
         e = self.entries.get(str(f))
-        return e["info"] if e and e["stamp"] == [st.st_size, st.st_mtime_ns] else None
+        return e["info"] if e and e["stamp"] == stamp(f.stat()) else None
 
     def put(self, f: Path, info: dict):
-        st = f.stat()
-        self.entries[str(f)] = {"stamp": [st.st_size, st.st_mtime_ns], "info": info}
+        self.entries[str(f)] = {"stamp": stamp(f.stat()), "info": info}
 
     def save(self):
         try:
@@ -106,12 +107,17 @@ class _Memo:
             pass
 
 
-def _where(a: dict, b: dict) -> str:
-    if a["split"] != b["split"]:
-        return "across train/test"
-    if a["class"] != b["class"]:
-        return "across classes"
-    return "within a class"
+def _where(group: list[dict]) -> list[str]:
+    """Every way copies of one photo sit apart: a copy in the test set of a training photo is a
+    leak, and under another label a conflict too; two in one class of one set are redundant."""
+    kinds = []
+    if len({e["split"] for e in group}) > 1:
+        kinds.append("across train/test")
+    if len({e["class"] for e in group}) > 1:
+        kinds.append("across classes")
+    if len({(e["split"], e["class"]) for e in group}) < len(group):
+        kinds.append("within a class")
+    return sorted(kinds)
 
 
 def check(data, use_cache: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) -> dict:
@@ -159,8 +165,7 @@ def check(data, use_cache: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) ->
     exact = []
     for group in by_hash.values():
         if len(group) > 1:
-            kinds = sorted({_where(group[0], other) for other in group[1:]})
-            exact.append({"files": [g["path"] for g in group], "where": kinds})
+            exact.append({"files": [g["path"] for g in group], "where": _where(group)})
     findings["exact_duplicates"] = exact
     findings["near_duplicates"] = _near_duplicates(readable, near_bits)
 
@@ -173,7 +178,9 @@ def check(data, use_cache: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) ->
     for c in counts.values():
         per_class.update(c)
     balance = round(max(per_class.values()) / min(per_class.values()), 2) if per_class else None
-    leaks = [d for d in exact if "across train/test" in d["where"]] + [d for d in findings["near_duplicates"] if d["where"] == "across train/test"]
+    # `where` is a list for a group of copies and a string for a near pair: `in` asks both the same.
+    duplicates = exact + findings["near_duplicates"]
+    leaks = [d for d in duplicates if "across train/test" in d["where"]]
     return {
         "data": str(root),
         "n_images": len(entries),
@@ -191,8 +198,7 @@ def check(data, use_cache: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) ->
             "huge": len(findings["huge"]),
             "exact_duplicate_groups": len(exact),
             "near_duplicate_pairs": len(findings["near_duplicates"]),
-            "conflicting_labels": sum("across classes" in d["where"] for d in exact)
-            + sum(d["where"] == "across classes" for d in findings["near_duplicates"]),
+            "conflicting_labels": sum("across classes" in d["where"] for d in duplicates),
             "train_test_leaks": len(leaks),
         },
         "findings": findings,
@@ -214,7 +220,7 @@ def _near_duplicates(entries: list[dict], bits: int) -> list[dict]:
             for row, j in zip(*np.nonzero(dist <= bits)):
                 a, b = entries[start + row], entries[j]
                 if start + row < j and a["sha256"] != b["sha256"]:
-                    pairs.append({"files": [a["path"], b["path"]], "kind": kind, "bits": int(dist[row, j]), "where": _where(a, b)})
+                    pairs.append({"files": [a["path"], b["path"]], "kind": kind, "bits": int(dist[row, j]), "where": ", ".join(_where([a, b]))})
     unique = {}
     for p in pairs:  # a pair found both as similar and as mirror image is reported once, as similar
         unique.setdefault(tuple(sorted(p["files"])), p)
@@ -232,6 +238,9 @@ def train_test_leaks(train_files, val_files) -> list[list[str]]:
         return [[str(v), train[d]] for v, d in zip(val_files, pool.map(digest, val_files)) if d in train]
 
 
+MANIFEST = "manifest.json"
+
+
 def quarantine_folder(root: Path) -> Path:
     return root.parent / f"{root.name}.quarantine"
 
@@ -243,47 +252,171 @@ def fix(report: dict) -> list[dict]:
     stays as it was, training loses the leak); groups whose copies carry different labels leave
     entirely, since no one knows which label is right.
     """
-    root = Path(report["data"])
     moves = [(u["path"], "unreadable: " + u["why"]) for u in report["findings"]["unreadable"]]
     for group in report["findings"]["exact_duplicates"]:
         files = sorted(group["files"], key=lambda p: (f"/{TEST_DIR}/" not in p, p))
         redundant = files if "across classes" in group["where"] else files[1:]
         moves += [(f, "conflicting labels" if "across classes" in group["where"] else f"copy of {files[0]}") for f in redundant]
+    return quarantine(report["data"], dict(moves).items())
+
+
+def quarantine(data, moves) -> list[dict]:
+    """Move (path, why) files out of DATA into DATA.quarantine/, where `restore` finds them.
+
+    Journalled: the manifest lists every move before the first starts and marks them done after
+    the last, and a move is one rename, so a kill at any point leaves each file either where it
+    was or where the manifest says. A quarantined file keeps its path under DATA, with a ~2, ~3
+    suffix where an earlier one holds that name. A link is moved as a link, never what it points to.
+    """
+    root = Path(data)
     qroot = quarantine_folder(root)
-    manifest_path = qroot / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else []
-    done = []
-    for path, why in dict(moves).items():
+    manifest = _read_manifest(qroot)
+    taken = {_located(e, root, qroot)[1] for e in manifest}
+    new = []
+    for path, why in moves:
         src = Path(path)
-        if not src.exists():
+        if not os.path.lexists(src):
             continue
-        dst = qroot / src.resolve().relative_to(root.resolve())
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(src), dst)
-        done.append({"from": str(src), "to": str(dst), "why": why})
-    if done:
-        manifest += done
-        write_text(manifest_path, json.dumps(manifest, indent=2))
-    return done
+        dst = _free_name(qroot / _inside(src, root), taken)
+        taken.add(dst)
+        new.append({"from": os.path.relpath(os.path.abspath(src), os.path.abspath(root)), "to": dst.relative_to(qroot).as_posix(), "why": why, "done": False})
+    if not new:
+        return []
+    _write_manifest(qroot, manifest + new)
+    failed = []
+    for e in new:
+        try:
+            _move(root / e["from"], qroot / e["to"])
+            e["done"] = True
+        except OSError as err:  # one file we may not move is reported; the others still go
+            failed.append((root / e["from"], err))
+    done = [e for e in new if e["done"]]
+    _write_manifest(qroot, manifest + done)
+    if failed:
+        src, err = failed[0]
+        raise UserError(
+            f"could not move {len(failed)} of {len(new)} files to {qroot}, first {src}: {err.strerror or err}; "
+            f"the other {len(done)} were moved (pawnet data restore {root} puts them back)"
+        )
+    return [{"from": str(root / e["from"]), "to": str(qroot / e["to"]), "why": e["why"]} for e in done]
 
 
 def restore(data) -> list[dict]:
-    """Put back every file `fix` moved aside for DATA."""
+    """Put back every file moved aside for DATA (by `fix` or `download`), the latest first.
+
+    Nothing is overwritten: a file whose original path is taken stays in the quarantine, still
+    listed, and a UserError after the others are back says which. Entries whose file never left
+    (a fix killed before it got there) or is back already (a restore killed midway) are dropped.
+    """
     root = Path(data)
-    manifest_path = quarantine_folder(root) / "manifest.json"
-    if not manifest_path.exists():
-        raise UserError(f"{root}: nothing to restore (no {manifest_path})")
-    manifest = json.loads(manifest_path.read_text())
-    restored = []
-    for entry in manifest:
-        src, dst = Path(entry["to"]), Path(entry["from"])
-        if src.exists() and not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(src), dst)
-            restored.append(entry)
-    left = [e for e in manifest if e not in restored]
-    if left:
-        manifest_path.write_text(json.dumps(left, indent=2))
+    qroot = quarantine_folder(root)
+    if not (qroot / MANIFEST).exists():
+        raise UserError(f"{root}: nothing to restore (no {qroot / MANIFEST})")
+    manifest = _read_manifest(qroot)
+    restored, taken, missing = [], [], []
+    for e in reversed(manifest):
+        original, kept = _located(e, root, qroot)
+        if not os.path.lexists(kept):
+            if not os.path.lexists(original):
+                missing.append(e)
+            continue
+        if os.path.lexists(original):
+            if not _same(original, kept):
+                taken.append(e)
+                continue
+            os.unlink(kept)  # a copy whose source was not yet deleted when a move across disks stopped
+        else:
+            _move(kept, original)
+        restored.append({"from": str(original), "to": str(kept), "why": e.get("why")})
+    if taken:
+        _write_manifest(qroot, [e for e in manifest if any(e is t for t in taken)])
     else:
-        manifest_path.unlink()
+        (qroot / MANIFEST).unlink()
+    _remove_empty_folders(qroot)
+    if taken or missing:
+        raise UserError(_not_restored(len(restored), taken, missing, root, qroot))
     return restored
+
+
+def _not_restored(n_restored: int, taken: list, missing: list, root: Path, qroot: Path) -> str:
+    total = n_restored + len(taken) + len(missing)
+    message = f"restored {n_restored} of {total} files"
+    if taken:
+        original, kept = _located(taken[-1], root, qroot)
+        its = "its original path is" if len(taken) == 1 else "their original paths are"
+        more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+        message += f"; {len(taken)} not restored because {its} taken: {original}{more} (kept in {kept}; move the file there aside and run restore again)"
+    if missing:
+        message += f"; {len(missing)} listed but no longer in {qroot}, first {_located(missing[-1], root, qroot)[1]} (dropped from the manifest)"
+    return message
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Move a file, or a link as a link; `dst` appears whole or not at all, and is never
+    overwritten (callers choose a free one)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(src, dst)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        shutil.copy2(src, tmp, follow_symlinks=False)
+        os.rename(tmp, dst)
+        os.unlink(src)
+
+
+def _same(a: Path, b: Path) -> bool:
+    if a.is_symlink() or b.is_symlink():
+        return a.is_symlink() and b.is_symlink() and os.readlink(a) == os.readlink(b)
+    return a.is_file() and b.is_file() and filecmp.cmp(a, b, shallow=False)
+
+
+def _inside(path: Path, root: Path) -> Path:
+    """`path` relative to DATA, by its name, not by where a link in it points."""
+    rel = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(root)))
+    return Path("elsewhere", path.name) if rel.parts[:1] == ("..",) else rel
+
+
+def _free_name(path: Path, taken: set) -> Path:
+    candidate, n = path, 1
+    while candidate in taken or os.path.lexists(candidate):
+        n += 1
+        candidate = path.with_name(f"{path.stem}~{n}{path.suffix}")
+    return candidate
+
+
+def _located(entry: dict, root: Path, qroot: Path) -> tuple[Path, Path]:
+    """(original path, path in the quarantine) of a manifest entry. Entries are relative to DATA
+    and to the quarantine; those written before the journal (no "done") hold paths as given,
+    and downloads then named the quarantined file "file"."""
+    if "done" in entry:
+        return root / entry["from"], qroot / entry["to"]
+    return Path(entry["from"]), Path(entry.get("to") or entry["file"])
+
+
+def _read_manifest(qroot: Path) -> list[dict]:
+    path = qroot / MANIFEST
+    if not path.exists():
+        return []
+    try:
+        entries = json.loads(path.read_text())
+        readable = isinstance(entries, list) and all(isinstance(e, dict) and "from" in e and ("to" in e or "file" in e) for e in entries)
+    except (OSError, ValueError):
+        readable = False
+    if not readable:
+        raise UserError(f"{path}: not a manifest pawnet can read; nothing was moved")
+    return entries
+
+
+def _write_manifest(qroot: Path, entries: list[dict]) -> None:
+    qroot.mkdir(parents=True, exist_ok=True)
+    write_text(qroot / MANIFEST, json.dumps(entries, indent=2))
+
+
+def _remove_empty_folders(qroot: Path) -> None:
+    for folder, _, _ in os.walk(qroot, topdown=False):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass

@@ -2,8 +2,8 @@
 
 On a CPU, decoding JPEGs costs more than a small network's training step, so a run decodes each
 file once and augments tensors afterwards. The array is written to a per-user cache folder,
-keyed by each file's path, size and modification time and by the preprocessing, so the next run
-on the same data starts without decoding at all.
+keyed by each file's path and stamp (`stamp`) and by the preprocessing, so the next run on the
+same data starts without decoding at all. PAWNET_NO_CACHE=1 turns the cache off.
 """
 
 from __future__ import annotations
@@ -52,11 +52,19 @@ class Decoded:
         return {str(files[i]): why for i, why in self.errors.items()}
 
 
+def stamp(st: os.stat_result) -> list[int]:
+    """What changes when a file's content does. Size and modification time alone do not: a tool
+    that rewrites a photo at the same size and puts its mtime back (rsync, a tag editor, tar)
+    would be served the old pixels. The status-change time moves on any rewrite and cannot be set
+    back, and the inode changes when a file is replaced; both come with the same stat call, where
+    hashing every file would cost a cached run most of what decoding costs."""
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
 def _key(files: list[Path], prep: Preprocessing) -> str:
     h = hashlib.sha256(json.dumps([CACHE_VERSION, prep.to_dict()]).encode())
     for f in files:
-        st = f.stat()
-        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{f.resolve()}\0{stamp(f.stat())}\n".encode())
     return h.hexdigest()[:32]
 
 
@@ -146,7 +154,7 @@ def cached_decode(files: list[Path], prep: Preprocessing, desc: str = "decoding"
     The cache holds raw rows of pixels, written as they are decoded and read back through a
     memory map (`MappedPixels`), so neither step holds the whole data set in memory.
     """
-    if not use_cache:
+    if not use_cache or os.environ.get("PAWNET_NO_CACHE"):
         return decode(files, prep, desc)
     folder = cache_dir()
     key = _key(files, prep)
@@ -162,7 +170,7 @@ def cached_decode(files: list[Path], prep: Preprocessing, desc: str = "decoding"
         pass
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(folder, rows_path.name)
+        remove_leftovers(folder)  # all of them: once the data changes, no run asks for an old key again
         with replacing(rows_path) as tmp, open(tmp, "wb") as fh:
             out = decode(files, prep, desc, sink=fh)
         write_text(meta_path, json.dumps({"ok": out.ok.tolist(), "errors": out.errors}))

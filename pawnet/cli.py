@@ -52,6 +52,7 @@ def _evaluate_parser(sub) -> None:
     e.add_argument("data", metavar="DATA")
     e.add_argument("--tta", action="store_true", help="average each photo with its mirror image")
     e.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report, top losses included")
+    e.add_argument("--no-cache", action="store_true", help="decode the photos again instead of reading the disk cache")
     e.add_argument("--json", action="store_true")
 
 
@@ -140,6 +141,8 @@ FLAGS = {"data": "DATA", "use_cache": "--no-cache"}
 def _evaluate(args) -> int:
     from .loader import load
 
+    if args.no_cache:
+        os.environ["PAWNET_NO_CACHE"] = "1"
     result = load(args.model).evaluate(args.data, tta=args.tta, report=args.report)
     if args.report:
         print(f"report written to {args.report}", file=sys.stderr)
