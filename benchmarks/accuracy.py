@@ -34,7 +34,9 @@ def main() -> int:
         for arch in args.arch:
             for seed in args.seeds:
                 start = time.perf_counter()
-                clf = pawnet.train(args.data, arch=arch, seed=seed, out=Path(tmp) / f"{arch}-{seed}", log=lambda *_: None)
+                clf = pawnet.train(
+                    args.data, arch=arch, seed=seed, out=Path(tmp) / f"{arch}-{seed}", log=lambda *_: None
+                )
                 wall = time.perf_counter() - start
                 plain = clf.evaluate(args.data)["accuracy"]
                 tta = clf.evaluate(args.data, tta=True)["accuracy"]

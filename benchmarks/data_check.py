@@ -1,6 +1,6 @@
 """`pawnet data check` throughput on the shared photos: cold, then with its per-file cache.
 
-    python benchmarks/data_check.py [DATA]
+python benchmarks/data_check.py [DATA]
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ def main() -> int:
 
         for label in ("cold", "with the cache"):
             report = audit.check(data)
-            print(f"{label:<16} {report['n_images']} images in {report['seconds']:6.2f} s = {report['images_per_second']:8.0f} images/s")
+            print(
+                f"{label:<16} {report['n_images']} images in {report['seconds']:6.2f} s "
+                f"= {report['images_per_second']:8.0f} images/s"
+            )
         print("findings:", report["summary"])
     return 0
 

@@ -4,8 +4,9 @@
 
 Trains the seed recipe once without interruption, then for each delay starts the same run with a
 cold cache, kills it with SIGKILL after that many seconds, runs `pawnet train --resume` (or, if
-the kill came before the run wrote anything, the same `pawnet train` again), and compares: metrics.csv rows (without the timing column), best weights byte for byte, and the final
-weights in the checkpoint. On a CPU every trial should end equal to the uninterrupted run.
+the kill came before the run wrote anything, the same `pawnet train` again), and compares:
+metrics.csv rows (without the timing column), best weights byte for byte, and the final weights
+in the checkpoint. On a CPU every trial should end equal to the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -56,12 +57,19 @@ def main() -> int:
         for after in args.after:
             run = tmp / f"killed{after}"
             cold = {**env, "PAWNET_CACHE": str(tmp / f"cache{after}")}  # so that early kills land in decoding
-            child = subprocess.Popen([sys.executable, "-m", "pawnet", "train", str(args.data), "--out", str(run)], env=cold, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            child = subprocess.Popen(
+                [sys.executable, "-m", "pawnet", "train", str(args.data), "--out", str(run)],
+                env=cold,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(after)
             child.send_signal(signal.SIGKILL)
             child.wait()
             if (run / "config.json").exists():
-                left = f"{len(rows(run)) if (run / 'metrics.csv').exists() else 0} epochs" + ("" if (run / "checkpoint.pt").exists() else ", no checkpoint")
+                left = f"{len(rows(run)) if (run / 'metrics.csv').exists() else 0} epochs" + (
+                    "" if (run / "checkpoint.pt").exists() else ", no checkpoint"
+                )
                 resumed = pawnet("train", "--resume", run, env=cold)
             else:  # killed before it wrote anything (while starting up): nothing to resume, start again
                 left = "nothing"

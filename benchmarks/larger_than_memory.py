@@ -65,8 +65,10 @@ def main() -> int:
         pixels = sum(f.stat().st_size for f in (tmp / "cache").glob("*.pixels"))
         print(f"decoded pixels in the cache   {pixels / 2**30:.2f} GiB")
         print(f"peak RSS of pawnet train      {mb:,.0f} MB   (target < 1,500 MB)")
-        print(f"training                      {args.images / float(epoch['seconds']):,.0f} images/s "
-              f"(epoch {float(epoch['seconds']):.0f} s, validation included; val_acc {float(epoch['val_acc']):.3f})")
+        print(
+            f"training                      {args.images / float(epoch['seconds']):,.0f} images/s "
+            f"(epoch {float(epoch['seconds']):.0f} s, validation included; val_acc {float(epoch['val_acc']):.3f})"
+        )
         print(f"whole command                 {wall:.0f} s (decoding, one epoch, report)")
     return 0
 

@@ -40,7 +40,9 @@ def peak_rss_of(cmd: list[str], env: dict) -> tuple[float, float]:
         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
         "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    out = subprocess.run([sys.executable, "-c", probe, *cmd], env=env, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *cmd], env=env, check=True, capture_output=True, text=True
+    ).stdout
     wall, kb = out.split()
     return float(wall), int(kb) / 1024
 
@@ -60,7 +62,17 @@ def main() -> int:
         print(f"{args.images} photo files made in {time.perf_counter() - t:.1f} s")
         env = {**os.environ, "PAWNET_CACHE": str(tmp / "cache")}
         for n, label in enumerate(("first run (decodes, writes the cache)", "second run (memory-mapped cache)")):
-            cmd = [sys.executable, "-m", "pawnet", "train", str(tmp / "photos"), "--epochs", str(args.epochs), "--out", str(tmp / f"run{n}")]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pawnet",
+                "train",
+                str(tmp / "photos"),
+                "--epochs",
+                str(args.epochs),
+                "--out",
+                str(tmp / f"run{n}"),
+            ]
             wall, mb = peak_rss_of(cmd, env)
             print(f"{label:<40} peak RSS {mb:7.0f} MB   wall {wall:6.1f} s")
     print(f"(the pixels alone: {args.images * 64 * 64 * 3 / 2**20:.0f} MB of uint8)")

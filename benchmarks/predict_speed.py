@@ -50,7 +50,9 @@ def main() -> int:
         cold = []
         for _ in range(3):
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "pawnet", "predict", str(model_dir), str(photo)], check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "pawnet", "predict", str(model_dir), str(photo)], check=True, capture_output=True
+            )
             cold.append(time.perf_counter() - t)
         print(f"pawnet predict MODEL photo.jpg   {statistics.median(cold):7.2f} s whole command, median of 3")
 
@@ -62,7 +64,10 @@ def main() -> int:
         onnx_results = onnx_clf.predict(folder)
         onnx_wall = time.perf_counter() - t
         agree = sum(a["label"] == b["label"] for a, b in zip(results, onnx_results))
-        print(f"ONNX (onnxruntime) on the folder  {len(onnx_results) / onnx_wall:7.0f} images/s against PyTorch's {len(results) / wall:.0f}")
+        print(
+            f"ONNX (onnxruntime) on the folder  {len(onnx_results) / onnx_wall:7.0f} images/s "
+            f"against PyTorch's {len(results) / wall:.0f}"
+        )
         print(f"ONNX labels equal PyTorch's       {agree} of {len(results)}")
     return 0
 

@@ -30,7 +30,6 @@ import numpy as np
 from photos import DEFAULT_DATA
 
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,7 +85,11 @@ async def load(url, photos, clients, seconds, max_requests):
 
 def train_seed_model(folder: Path) -> Path:
     out = folder / "seed"
-    subprocess.run([sys.executable, "-m", "pawnet", "train", str(DEFAULT_DATA), "--epochs", "3", "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "pawnet", "train", str(DEFAULT_DATA), "--epochs", "3", "--out", str(out)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return out
 
 
@@ -107,7 +110,9 @@ def main() -> int:
         model = args.model or train_seed_model(Path(tmp))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "pawnet", "serve", str(model), "--port", str(port)], stdout=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pawnet", "serve", str(model), "--port", str(port)], stdout=subprocess.DEVNULL
+        )
         try:
             for _ in range(300):
                 try:
@@ -119,7 +124,9 @@ def main() -> int:
             # kernels each batch size allocates once are in place, then measure.
             asyncio.run(load(url, photos, args.clients, 3, 2_000))
             before = rss_mb(server.pid)
-            latencies, errors, health, elapsed = asyncio.run(load(url, photos, args.clients, args.seconds, args.max_requests))
+            latencies, errors, health, elapsed = asyncio.run(
+                load(url, photos, args.clients, args.seconds, args.max_requests)
+            )
             after = rss_mb(server.pid)
             alive = server.poll() is None
         finally:
@@ -131,11 +138,20 @@ def main() -> int:
     print(f"model                {model if args.model else 'seed network (3 epochs)'}")
     print(f"load                 {args.clients} clients for {elapsed:.1f} s, one {files[0].suffix} photo per request")
     print(f"requests             {n:,}  ({n / elapsed:,.0f} requests/s)")
-    print(f"latency              p50 {ms[0]:.0f} ms   p95 {ms[1]:.0f} ms   p99 {ms[2]:.0f} ms   max {max(latencies) * 1000:.0f} ms")
+    print(
+        f"latency              p50 {ms[0]:.0f} ms   p95 {ms[1]:.0f} ms   p99 {ms[2]:.0f} ms   "
+        f"max {max(latencies) * 1000:.0f} ms"
+    )
     print(f"errors               {len(errors)}" + (f"  (first: {errors[0]})" if errors else ""))
-    print(f"/health during load  {health_ok} of {len(health)} answered 200, slowest {max(t for _, t in health) * 1000:.0f} ms")
-    print(f"server RSS           {before:.0f} MB before, {after:.0f} MB after: {after - before:+.1f} MB, "
-          f"{(after - before) / max(n, 1) * 10_000:+.1f} MB per 10,000 requests; server {'still running' if alive else 'DIED'}")
+    print(
+        f"/health during load  {health_ok} of {len(health)} answered 200, "
+        f"slowest {max(t for _, t in health) * 1000:.0f} ms"
+    )
+    print(
+        f"server RSS           {before:.0f} MB before, {after:.0f} MB after: {after - before:+.1f} MB, "
+        f"{(after - before) / max(n, 1) * 10_000:+.1f} MB per 10,000 requests; "
+        f"server {'still running' if alive else 'DIED'}"
+    )
     return 0 if not errors and alive else 1
 
 

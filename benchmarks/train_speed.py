@@ -91,7 +91,11 @@ def usual_loop(data: Path, epochs: int) -> float:
         with torch.no_grad():
             for x, y in val_loader:
                 val_correct += ((model(x)[:, 0] > 0).float() == y).sum().item()
-        print(f"  usual loop epoch {epoch + 1}: train acc {correct / len(train):.3f}, val acc {val_correct / len(val):.3f}", flush=True)
+        print(
+            f"  usual loop epoch {epoch + 1}: train acc {correct / len(train):.3f}, "
+            f"val acc {val_correct / len(val):.3f}",
+            flush=True,
+        )
     return time.perf_counter() - start
 
 
@@ -117,7 +121,10 @@ def main() -> int:
     args = p.parse_args()
     if missing(args.data):
         return 2
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.epochs} epochs of the seed recipe on {args.data}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"{args.epochs} epochs of the seed recipe on {args.data}"
+    )
     print("pawnet:")
     pawnet_wall, steady = pawnet_run(args.data, args.epochs)
     print("usual PyTorch loop:")

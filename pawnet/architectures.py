@@ -7,8 +7,8 @@ from. Adding an architecture is adding an entry here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch.nn as nn
 
@@ -78,7 +78,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             label_smoothing=0.1,
         ),
     ),
-    # Chosen by measuring on the shared photos (docs/benchmarks.md): a head on 256 px features.
+    # Chosen by measuring on the shared photos (benchmarks/README.md): a head on 256 px features.
     "efficientnet_lite0": Architecture(
         EfficientNetLite0,
         Recipe(

@@ -9,6 +9,7 @@ and test sets (leakage, which inflates every accuracy measured on that test set)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import filecmp
 import hashlib
@@ -32,12 +33,21 @@ from .errors import UserError
 from .images import MAX_PIXELS
 from .progress import bar
 
-# Perceptual hashes (64 bits) this many bits apart or fewer are near duplicates. Measured on the
-# shared photos: a resized, re-encoded copy is 0-2 bits from its original; distinct photos are
-# more than 10 apart, so 6 leaves room on both sides.
+# Perceptual hashes (64 bits) this many bits apart or fewer are near duplicates. Chosen from
+# distances measured on the shared photos (benchmarks/README.md): a resized, re-encoded copy
+# falls well inside this threshold and distinct photos well outside it, leaving room on both sides.
 NEAR_DUPLICATE_BITS = 6
 TINY, HUGE = 32, 50_000_000
-FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".gif": "GIF",
+    ".bmp": "BMP",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 AUDIT_VERSION = 1
 
 
@@ -72,7 +82,9 @@ def inspect_file(path: Path) -> dict:
 
 def _files(root: Path):
     """(path, split, class) for every image, in the layouts `pawnet train` reads."""
-    splits = [(root / TRAIN_DIR, TRAIN_DIR), (root / TEST_DIR, TEST_DIR)] if has_tutorial_layout(root) else [(root, "data")]
+    splits = (
+        [(root / TRAIN_DIR, TRAIN_DIR), (root / TEST_DIR, TEST_DIR)] if has_tutorial_layout(root) else [(root, "data")]
+    )
     out = []
     for folder, split in splits:
         found = read_folder(folder)
@@ -127,7 +139,39 @@ def check(data, use_cache: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) ->
         raise UserError(f"{root}: no such folder")
     start = time.perf_counter()
     entries = [{"path": str(f), "split": s, "class": c} for f, s, c in _files(root)]
-    memo = _Memo(root) if use_cache else None
+    from_cache = _inspect(entries, _Memo(root) if use_cache else None)
+    seconds = time.perf_counter() - start
+    findings = _findings(entries, near_bits)
+    # `where` is a list for a group of copies and a string for a near pair: `in` asks both the same.
+    duplicates = findings["exact_duplicates"] + findings["near_duplicates"]
+    total, balance = _class_counts(entries)
+    return {
+        "data": str(root),
+        "n_images": len(entries),
+        "seconds": round(seconds, 2),
+        "images_per_second": round(len(entries) / seconds, 1) if seconds else None,
+        "from_cache": from_cache,
+        "classes": total,
+        "class_balance": balance,  # largest class / smallest; training weighs classes above 1.5
+        "near_duplicate_bits": near_bits,
+        "summary": {
+            "unreadable": len(findings["unreadable"]),
+            "extension_mismatch": len(findings["extension_mismatch"]),
+            "not_rgb": len(findings["not_rgb"]),
+            "tiny": len(findings["tiny"]),
+            "huge": len(findings["huge"]),
+            "exact_duplicate_groups": len(findings["exact_duplicates"]),
+            "near_duplicate_pairs": len(findings["near_duplicates"]),
+            "conflicting_labels": sum("across classes" in d["where"] for d in duplicates),
+            "train_test_leaks": sum("across train/test" in d["where"] for d in duplicates),
+        },
+        "findings": findings,
+    }
+
+
+def _inspect(entries: list[dict], memo: _Memo | None) -> int:
+    """Add each file's facts (`inspect_file`) to its entry, on all cores, from the memo where it
+    has them; returns how many came from the memo."""
     todo = []
     for e in entries:
         cached = memo.get(Path(e["path"])) if memo else None
@@ -136,16 +180,22 @@ def check(data, use_cache: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) ->
         else:
             todo.append(e)
     with ThreadPoolExecutor(cpu_count()) as pool:
-        for e, info in zip(todo, bar(pool.map(lambda e: inspect_file(Path(e["path"])), todo), total=len(todo), desc="checking")):
+        inspected = pool.map(lambda e: inspect_file(Path(e["path"])), todo)
+        for e, info in zip(todo, bar(inspected, total=len(todo), desc="checking")):
             e.update(info)
             if memo:
                 memo.put(Path(e["path"]), info)
     if memo:
         memo.save()
-    seconds = time.perf_counter() - start
+    return len(entries) - len(todo)
 
+
+def _findings(entries: list[dict], near_bits: int) -> dict:
     readable = [e for e in entries if "error" not in e]
-    findings = {
+    by_hash = defaultdict(list)
+    for e in entries:
+        by_hash[e["sha256"]].append(e)
+    return {
         "unreadable": [{"path": e["path"], "why": e["error"]} for e in entries if "error" in e],
         "unlabelled": [e["path"] for e in entries if e["class"] is None],
         "extension_mismatch": [
@@ -157,52 +207,26 @@ def check(data, use_cache: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) ->
         "not_rgb": [{"path": e["path"], "mode": e["mode"]} for e in readable if e["mode"] != "RGB"],
         "tiny": [e["path"] for e in readable if min(e["width"], e["height"]) < TINY],
         "huge": [e["path"] for e in readable if e["width"] * e["height"] > HUGE],
+        "exact_duplicates": [
+            {"files": [g["path"] for g in group], "where": _where(group)}
+            for group in by_hash.values()
+            if len(group) > 1
+        ],
+        "near_duplicates": _near_duplicates(readable, near_bits),
     }
 
-    by_hash = defaultdict(list)
-    for e in entries:
-        by_hash[e["sha256"]].append(e)
-    exact = []
-    for group in by_hash.values():
-        if len(group) > 1:
-            exact.append({"files": [g["path"] for g in group], "where": _where(group)})
-    findings["exact_duplicates"] = exact
-    findings["near_duplicates"] = _near_duplicates(readable, near_bits)
 
+def _class_counts(entries: list[dict]) -> tuple[dict, float | None]:
+    """Images per class in each split, and the largest class's count over the smallest's."""
     counts = defaultdict(Counter)
     for e in entries:
         if e["class"] is not None:
             counts[e["split"]][e["class"]] += 1
-    total = {split: dict(sorted(c.items())) for split, c in counts.items()}
     per_class = Counter()
     for c in counts.values():
         per_class.update(c)
     balance = round(max(per_class.values()) / min(per_class.values()), 2) if per_class else None
-    # `where` is a list for a group of copies and a string for a near pair: `in` asks both the same.
-    duplicates = exact + findings["near_duplicates"]
-    leaks = [d for d in duplicates if "across train/test" in d["where"]]
-    return {
-        "data": str(root),
-        "n_images": len(entries),
-        "seconds": round(seconds, 2),
-        "images_per_second": round(len(entries) / seconds, 1) if seconds else None,
-        "from_cache": len(entries) - len(todo),
-        "classes": total,
-        "class_balance": balance,  # largest class / smallest; training weighs classes above 1.5
-        "near_duplicate_bits": near_bits,
-        "summary": {
-            "unreadable": len(findings["unreadable"]),
-            "extension_mismatch": len(findings["extension_mismatch"]),
-            "not_rgb": len(findings["not_rgb"]),
-            "tiny": len(findings["tiny"]),
-            "huge": len(findings["huge"]),
-            "exact_duplicate_groups": len(exact),
-            "near_duplicate_pairs": len(findings["near_duplicates"]),
-            "conflicting_labels": sum("across classes" in d["where"] for d in duplicates),
-            "train_test_leaks": len(leaks),
-        },
-        "findings": findings,
-    }
+    return {split: dict(sorted(c.items())) for split, c in counts.items()}, balance
 
 
 def _near_duplicates(entries: list[dict], bits: int) -> list[dict]:
@@ -220,7 +244,14 @@ def _near_duplicates(entries: list[dict], bits: int) -> list[dict]:
             for row, j in zip(*np.nonzero(dist <= bits)):
                 a, b = entries[start + row], entries[j]
                 if start + row < j and a["sha256"] != b["sha256"]:
-                    pairs.append({"files": [a["path"], b["path"]], "kind": kind, "bits": int(dist[row, j]), "where": ", ".join(_where([a, b]))})
+                    pairs.append(
+                        {
+                            "files": [a["path"], b["path"]],
+                            "kind": kind,
+                            "bits": int(dist[row, j]),
+                            "where": ", ".join(_where([a, b])),
+                        }
+                    )
     unique = {}
     for p in pairs:  # a pair found both as similar and as mirror image is reported once, as similar
         unique.setdefault(tuple(sorted(p["files"])), p)
@@ -256,7 +287,10 @@ def fix(report: dict) -> list[dict]:
     for group in report["findings"]["exact_duplicates"]:
         files = sorted(group["files"], key=lambda p: (f"/{TEST_DIR}/" not in p, p))
         redundant = files if "across classes" in group["where"] else files[1:]
-        moves += [(f, "conflicting labels" if "across classes" in group["where"] else f"copy of {files[0]}") for f in redundant]
+        moves += [
+            (f, "conflicting labels" if "across classes" in group["where"] else f"copy of {files[0]}")
+            for f in redundant
+        ]
     return quarantine(report["data"], dict(moves).items())
 
 
@@ -279,7 +313,14 @@ def quarantine(data, moves) -> list[dict]:
             continue
         dst = _free_name(qroot / _inside(src, root), taken)
         taken.add(dst)
-        new.append({"from": os.path.relpath(os.path.abspath(src), os.path.abspath(root)), "to": dst.relative_to(qroot).as_posix(), "why": why, "done": False})
+        new.append(
+            {
+                "from": os.path.relpath(os.path.abspath(src), os.path.abspath(root)),
+                "to": dst.relative_to(qroot).as_posix(),
+                "why": why,
+                "done": False,
+            }
+        )
     if not new:
         return []
     _write_manifest(qroot, manifest + new)
@@ -345,9 +386,15 @@ def _not_restored(n_restored: int, taken: list, missing: list, root: Path, qroot
         original, kept = _located(taken[-1], root, qroot)
         its = "its original path is" if len(taken) == 1 else "their original paths are"
         more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
-        message += f"; {len(taken)} not restored because {its} taken: {original}{more} (kept in {kept}; move the file there aside and run restore again)"
+        message += (
+            f"; {len(taken)} not restored because {its} taken: {original}{more} "
+            f"(kept in {kept}; move the file there aside and run restore again)"
+        )
     if missing:
-        message += f"; {len(missing)} listed but no longer in {qroot}, first {_located(missing[-1], root, qroot)[1]} (dropped from the manifest)"
+        message += (
+            f"; {len(missing)} listed but no longer in {qroot}, "
+            f"first {_located(missing[-1], root, qroot)[1]} (dropped from the manifest)"
+        )
     return message
 
 
@@ -401,7 +448,9 @@ def _read_manifest(qroot: Path) -> list[dict]:
         return []
     try:
         entries = json.loads(path.read_text())
-        readable = isinstance(entries, list) and all(isinstance(e, dict) and "from" in e and ("to" in e or "file" in e) for e in entries)
+        readable = isinstance(entries, list) and all(
+            isinstance(e, dict) and "from" in e and ("to" in e or "file" in e) for e in entries
+        )
     except (OSError, ValueError):
         readable = False
     if not readable:
@@ -416,7 +465,5 @@ def _write_manifest(qroot: Path, entries: list[dict]) -> None:
 
 def _remove_empty_folders(qroot: Path) -> None:
     for folder, _, _ in os.walk(qroot, topdown=False):
-        try:
+        with contextlib.suppress(OSError):
             os.rmdir(folder)
-        except OSError:
-            pass

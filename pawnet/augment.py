@@ -38,7 +38,7 @@ class Augmentation:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Augmentation":
+    def from_dict(cls, d: dict) -> Augmentation:
         d = dict(d)
         if "zoom" in d:
             d["zoom"] = tuple(d["zoom"])
@@ -48,7 +48,13 @@ class Augmentation:
     def geometric(self) -> bool:
         return bool(self.shear_deg or self.zoom != (1.0, 1.0) or self.translate or self.rotate_deg or self.hflip)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, draw: int | None = None, rows: slice = slice(None)) -> torch.Tensor:
+    def __call__(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        draw: int | None = None,
+        rows: slice = slice(None),
+    ) -> torch.Tensor:
         """Augment a float batch (N, 3, H, W) of 0-255 pixels on any device.
 
         The random factors come from `generator` on the CPU, drawn for `draw` images (default N),
@@ -82,9 +88,7 @@ class Augmentation:
         b = zx * (-sin - torch.sin(shear) * cos)
         c = zy * torch.cos(shear) * sin
         d = zy * torch.cos(shear) * cos
-        theta = torch.stack(
-            [torch.stack([a * flip, b, tx], 1), torch.stack([c * flip, d, ty], 1)], 1
-        ).to(x.dtype)
+        theta = torch.stack([torch.stack([a * flip, b, tx], 1), torch.stack([c * flip, d, ty], 1)], 1).to(x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -102,7 +106,9 @@ class Augmentation:
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    return (x * torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return (x * torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(
+        1, keepdim=True
+    )
 
 
 NONE = Augmentation()

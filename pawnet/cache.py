@@ -3,7 +3,7 @@
 On a CPU, decoding JPEGs costs more than a small network's training step, so a run decodes each
 file once and augments tensors afterwards. The array is written to a per-user cache folder,
 keyed by each file's path and stamp (`stamp`) and by the preprocessing, so the next run on the
-same data starts without decoding at all. PAWNET_NO_CACHE=1 turns the cache off.
+same data starts without decoding at all.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def cached_decode(files: list[Path], prep: Preprocessing, desc: str = "decoding"
     The cache holds raw rows of pixels, written as they are decoded and read back through a
     memory map (`MappedPixels`), so neither step holds the whole data set in memory.
     """
-    if not use_cache or os.environ.get("PAWNET_NO_CACHE"):
+    if not use_cache:
         return decode(files, prep, desc)
     folder = cache_dir()
     key = _key(files, prep)

@@ -22,7 +22,7 @@ class Classifier(Predictor):
         self.model = model.eval().to(memory_format=torch.channels_last)
 
     @classmethod
-    def load(cls, path) -> "Classifier":
+    def load(cls, path) -> Classifier:
         model, config = load_model(path)
         return cls(model, config, Path(path))
 

@@ -20,29 +20,70 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pawnet", description="Train and use CNN image classifiers.")
     p.add_argument("--version", action="version", version=f"pawnet {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_train_parser, _evaluate_parser, _predict_parser, _explain_parser, _export_parser, _serve_parser, _data_parser):
+    for add in (
+        _train_parser,
+        _evaluate_parser,
+        _predict_parser,
+        _explain_parser,
+        _export_parser,
+        _serve_parser,
+        _data_parser,
+    ):
         add(sub)
     return p
 
 
 def _train_parser(sub) -> None:
-    t = sub.add_parser("train", help="train a model on folders of photos (or continue one with --resume)",
-                       usage="pawnet train DATA [options] | pawnet train --resume RUN_DIR [--device D]")
-    t.add_argument("data", metavar="DATA", nargs="?", help="class folders, training_set/ + test_set/, or cat.1.jpg-style names")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, with its settings")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="auto: a CUDA GPU, else Apple's MPS, else the CPU")
+    t = sub.add_parser(
+        "train",
+        help="train a model on folders of photos (or continue one with --resume)",
+        usage="pawnet train DATA [options] | pawnet train --resume RUN_DIR [--device D]",
+    )
+    t.add_argument(
+        "data", metavar="DATA", nargs="?", help="class folders, training_set/ + test_set/, or cat.1.jpg-style names"
+    )
+    t.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint, with its settings"
+    )
+    t.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda", "mps"],
+        default="auto",
+        help="auto: a CUDA GPU, else Apple's MPS, else the CPU",
+    )
     # The run's settings; None means "the architecture's default" (and lets --resume refuse them).
     t.add_argument("--val", metavar="DIR", help="validation folder (default: test_set/, else 20%% of DATA)")
-    t.add_argument("--arch", help="seed (the tutorial's network; the default), small (from scratch, any number of classes) or efficientnet_lite0 (pretrained)")
+    t.add_argument(
+        "--arch",
+        help=(
+            "seed (the tutorial's network; the default), small (from scratch, any number of classes) "
+            "or efficientnet_lite0 (pretrained)"
+        ),
+    )
     t.add_argument("--epochs", type=int, help="passes over the training photos (default: the architecture's)")
-    t.add_argument("--batch-size", type=int, help="photos per step, over all processes under torchrun (default: the architecture's)")
+    t.add_argument(
+        "--batch-size",
+        type=int,
+        help="photos per step, over all processes under torchrun (default: the architecture's)",
+    )
     t.add_argument("--img-size", type=int, help="side of the square input in pixels (default: the architecture's)")
     t.add_argument("--seed", type=int, help="random seed (default 0); the same seed repeats a CPU run exactly")
     t.add_argument("--out", metavar="DIR", help="model directory to write (default: runs/trainN)")
-    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto (the default): bfloat16 on GPUs and CPUs that have it in hardware, float16 on older GPUs, else float32")
-    t.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
-                   help="decode the photos again instead of reading the disk cache")
+    t.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help=(
+            "auto (the default): bfloat16 on GPUs and CPUs that have it in hardware, "
+            "float16 on older GPUs, else float32"
+        ),
+    )
+    t.add_argument(
+        "--no-cache",
+        dest="use_cache",
+        action="store_false",
+        default=None,
+        help="decode the photos again instead of reading the disk cache",
+    )
     t.add_argument("--json", action="store_true", help="print the final metrics as JSON (the log goes to stderr)")
 
 
@@ -58,9 +99,13 @@ def _evaluate_parser(sub) -> None:
 
 def _predict_parser(sub) -> None:
     r = sub.add_parser("predict", help="label photos", usage="pawnet predict [MODEL] PATH... [--tta] [--json]")
-    r.add_argument("paths", metavar="[MODEL] PATH", nargs="+",
-                   help="a model directory or .onnx file (default: the cats-vs-dogs model shipped with pawnet), "
-                        "then image files or folders of them")
+    r.add_argument(
+        "paths",
+        metavar="[MODEL] PATH",
+        nargs="+",
+        help="a model directory or .onnx file (default: the cats-vs-dogs model shipped with pawnet), "
+        "then image files or folders of them",
+    )
     r.add_argument("--tta", action="store_true", help="average each photo with its mirror image")
     r.add_argument("--json", action="store_true")
 
@@ -88,7 +133,12 @@ def _export_parser(sub) -> None:
 
 def _serve_parser(sub) -> None:
     s = sub.add_parser("serve", help="a web page and an HTTP API for a model (FastAPI; docs at /docs)")
-    s.add_argument("model", metavar="MODEL", nargs="?", help="model directory or .onnx file (default: the shipped cats-vs-dogs model)")
+    s.add_argument(
+        "model",
+        metavar="MODEL",
+        nargs="?",
+        help="model directory or .onnx file (default: the shipped cats-vs-dogs model)",
+    )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--token", help="require Authorization: Bearer TOKEN on /predict, /explain and /model")
@@ -123,7 +173,9 @@ def _train(args) -> int:
     given = {name: getattr(args, name) for name in RunSettings.names() if getattr(args, name) is not None}
     if args.resume:
         if given or args.out is not None:
-            flags = [FLAGS.get(name, "--" + name.replace("_", "-")) for name in [*given, *(["out"] if args.out else [])]]
+            flags = [
+                FLAGS.get(name, "--" + name.replace("_", "-")) for name in [*given, *(["out"] if args.out else [])]
+            ]
             raise UserError(f"--resume continues with the run's own settings; drop {', '.join(flags)}")
         clf = resume(args.resume, device=args.device, log=log)
     elif args.data is None:
@@ -141,9 +193,7 @@ FLAGS = {"data": "DATA", "use_cache": "--no-cache"}
 def _evaluate(args) -> int:
     from .loader import load
 
-    if args.no_cache:
-        os.environ["PAWNET_NO_CACHE"] = "1"
-    result = load(args.model).evaluate(args.data, tta=args.tta, report=args.report)
+    result = load(args.model).evaluate(args.data, tta=args.tta, report=args.report, use_cache=not args.no_cache)
     if args.report:
         print(f"report written to {args.report}", file=sys.stderr)
     if args.json:
@@ -155,7 +205,10 @@ def _evaluate(args) -> int:
     print(f"\n{'class':<{width}}precision  recall  f1      support")
     for name, m in result["per_class"].items():
         print(f"{name:<{width}}{m['precision']:<11.4f}{m['recall']:<8.4f}{m['f1']:<8.4f}{m['support']}")
-    print(f"\nconfusion matrix (rows: true, columns: predicted)\n{'':<{width}}" + "".join(f"{c:>{width}}" for c in result["classes"]))
+    print(
+        f"\nconfusion matrix (rows: true, columns: predicted)\n{'':<{width}}"
+        + "".join(f"{c:>{width}}" for c in result["classes"])
+    )
     for name, row in zip(result["classes"], result["confusion_matrix"]):
         print(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
     for path, why in result["skipped"].items():
@@ -213,7 +266,14 @@ def _export(args) -> int:
 def _serve(args) -> int:
     from .server import serve
 
-    serve(args.model, host=args.host, port=args.port, token=args.token, max_upload_mb=args.max_upload_mb, max_files=args.max_files)
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        max_upload_mb=args.max_upload_mb,
+        max_files=args.max_files,
+    )
     return 0
 
 
@@ -234,7 +294,10 @@ def _data(args) -> int:
     if args.json:
         print(json.dumps({**report, "moved": moved}, indent=2))
         return 0
-    print(f"{report['data']}: {report['n_images']} images checked in {report['seconds']:.1f}s ({report['images_per_second']:.0f} images/s)")
+    print(
+        f"{report['data']}: {report['n_images']} images checked in {report['seconds']:.1f}s "
+        f"({report['images_per_second']:.0f} images/s)"
+    )
     for split, counts in report["classes"].items():
         print(f"  {split}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
     if report["class_balance"]:
@@ -263,15 +326,24 @@ def _data(args) -> int:
     for p in findings["near_duplicates"]:
         print(f"near        {' ~ '.join(p['files'])} ({p['kind']}, {p['bits']} bits, {p['where']})")
     if args.fix:
-        print(f"moved {len(moved)} files to {audit.quarantine_folder(Path(args.data))} (pawnet data restore {args.data} puts them back)")
+        print(
+            f"moved {len(moved)} files to {audit.quarantine_folder(Path(args.data))} "
+            f"(pawnet data restore {args.data} puts them back)"
+        )
     elif moved or findings["unreadable"] or findings["exact_duplicates"]:
         print("pawnet data check --fix moves unreadable files and redundant copies aside")
     return 0
 
 
 COMMANDS = {
-    "data": _data, "train": _train, "evaluate": _evaluate, "predict": _predict, "explain": _explain, "export": _export, "serve": _serve,
-}  # fmt: skip
+    "data": _data,
+    "train": _train,
+    "evaluate": _evaluate,
+    "predict": _predict,
+    "explain": _explain,
+    "export": _export,
+    "serve": _serve,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not a user mistake: say so in one line unless asked for more
         if os.environ.get("PAWNET_DEBUG"):
             traceback.print_exc()
-        print(f"pawnet: unexpected error: {type(e).__name__}: {e} (set PAWNET_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"pawnet: unexpected error: {type(e).__name__}: {e} (set PAWNET_DEBUG=1 for the traceback)", file=sys.stderr
+        )
         return 1
 
 

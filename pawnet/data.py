@@ -39,7 +39,7 @@ class Labelled:
             out[self.classes[y]] += 1
         return out
 
-    def subset(self, indices) -> "Labelled":
+    def subset(self, indices) -> Labelled:
         return Labelled([self.files[i] for i in indices], [self.labels[i] for i in indices], self.classes)
 
 
@@ -88,7 +88,9 @@ def read_folder(path, classes: list[str] | None = None) -> Labelled:
     else:
         unknown = [c for c in found if c not in classes]
         if unknown:
-            raise UserError(f"{folder}: class {', '.join(unknown)} is not one of the model's classes ({', '.join(classes)})")
+            raise UserError(
+                f"{folder}: class {', '.join(unknown)} is not one of the model's classes ({', '.join(classes)})"
+            )
     files, labels = [], []
     for name in found:
         files += by_class[name]
@@ -130,7 +132,11 @@ def train_val_split(data, val=None, val_fraction: float = 0.2, seed: int = 0) ->
         train_idx += idx[n_val:]
     if not val_idx:
         raise UserError(f"{folder}: too few images to hold any out for validation; pass --val DIR")
-    return train.subset(sorted(train_idx)), train.subset(sorted(val_idx)), f"{round(val_fraction * 100)}% of DATA held out"
+    return (
+        train.subset(sorted(train_idx)),
+        train.subset(sorted(val_idx)),
+        f"{round(val_fraction * 100)}% of DATA held out",
+    )
 
 
 def collect_images(paths) -> list[Path]:

@@ -35,7 +35,9 @@ def pick(name: str = "auto", local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA GPU is available to this PyTorch (torch.cuda.is_available() is False)")
+            raise UserError(
+                "--device cuda: no CUDA GPU is available to this PyTorch (torch.cuda.is_available() is False)"
+            )
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if name == "mps" and not _mps_available():
         raise UserError("--device mps: Apple's MPS backend is not available on this machine")
@@ -59,9 +61,9 @@ class Precision:
 
 
 def precision(name: str, device: torch.device) -> Precision:
-    """"auto": bfloat16 on a CPU that has it in hardware (measured on the seed recipe: 1.4x faster,
-    the same accuracy) and on GPUs that support it, float16 with a gradient scaler on older
-    GPUs, float32 elsewhere."""
+    """The Precision for `name` on `device`. "auto": bfloat16 on a CPU that has it in hardware
+    (faster on the seed recipe, at the same accuracy: benchmarks/README.md) and on GPUs that
+    support it, float16 with a gradient scaler on older GPUs, float32 elsewhere."""
     if name not in PRECISIONS:
         raise UserError(f"unknown precision {name!r}; choose one of: {', '.join(PRECISIONS)}")
     if name == "auto":

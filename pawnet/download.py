@@ -52,8 +52,14 @@ def fetch(url: str, target: Path, sha256: str | None = None, log=print) -> Path:
     except urllib.error.HTTPError as e:
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as e:
-        reason = "the connection closed early" if isinstance(e, http.client.HTTPException) else getattr(e, "reason", None) or e
-        raise DownloadError(f"{url}: {reason} (the partial download is kept in {partial}; run the command again to resume)") from None
+        reason = (
+            "the connection closed early"
+            if isinstance(e, http.client.HTTPException)
+            else getattr(e, "reason", None) or e
+        )
+        raise DownloadError(
+            f"{url}: {reason} (the partial download is kept in {partial}; run the command again to resume)"
+        ) from None
     _about(partial).unlink(missing_ok=True)
     digest = _sha256(partial)
     if sha256 and digest != sha256.lower():
@@ -111,12 +117,18 @@ def _transfer(url: str, partial: Path, log) -> bool:
             total = int(length) + have
         # read1 hands over what has arrived, so a connection cut mid-chunk loses nothing written.
         read = getattr(response, "read1", response.read)
-        with open(partial, "ab" if have else "wb") as out, bar(total=total, initial=have, desc=partial.name, unit="B", unit_scale=True) as progress:
+        with (
+            open(partial, "ab" if have else "wb") as out,
+            bar(total=total, initial=have, desc=partial.name, unit="B", unit_scale=True) as progress,
+        ):
             while chunk := read(CHUNK):
                 out.write(chunk)
                 progress.update(len(chunk))
         if total is not None and partial.stat().st_size < total:
-            raise DownloadError(f"{url}: the connection closed at {partial.stat().st_size:,} of {total:,} bytes (run the command again to resume)")
+            raise DownloadError(
+                f"{url}: the connection closed at {partial.stat().st_size:,} of {total:,} bytes "
+                "(run the command again to resume)"
+            )
     return True
 
 
@@ -180,7 +192,9 @@ def extract(archive: Path, dest: Path) -> Path:
                 members = tf.getmembers()
                 unsafe = [m.name for m in members if not _safe_member(m.name) or m.issym() or m.islnk()]
                 if unsafe:
-                    raise UserError(f"{archive}: refused, entry {unsafe[0]!r} would be written outside {dest} or is a link")
+                    raise UserError(
+                        f"{archive}: refused, entry {unsafe[0]!r} would be written outside {dest} or is a link"
+                    )
                 _check_expansion(archive, sum(m.size for m in members), dest)
                 tf.extractall(dest, filter="data")
         else:
@@ -199,7 +213,9 @@ def _check_expansion(archive: Path, size: int, dest: Path) -> None:
         )
     free = shutil.disk_usage(archive.parent).free
     if size > free:
-        raise UserError(f"{archive}: it expands to {size / 1e6:,.0f} MB and {dest.parent} has {free / 1e6:,.0f} MB free")
+        raise UserError(
+            f"{archive}: it expands to {size / 1e6:,.0f} MB and {dest.parent} has {free / 1e6:,.0f} MB free"
+        )
 
 
 def _class_root(folder: Path) -> Path:
@@ -210,7 +226,9 @@ def _class_root(folder: Path) -> Path:
     for d in candidates:
         if has_tutorial_layout(d):
             return d
-        with_images = [s for s in d.iterdir() if s.is_dir() and any(is_image_file(f) for f in s.rglob("*") if f.is_file())]
+        with_images = [
+            s for s in d.iterdir() if s.is_dir() and any(is_image_file(f) for f in s.rglob("*") if f.is_file())
+        ]
         if len(with_images) >= 2:
             return d
     raise UserError(f"{folder}: no class folders found in the archive")
@@ -224,7 +242,9 @@ def _archive_name(url: str) -> str:
     return name if "." in name else name + ".archive"
 
 
-def download(dest="datasets", source: str = "petimages", sha256: str | None = None, split: float = 0.2, seed: int = 0, log=print) -> Path:
+def download(
+    dest="datasets", source: str = "petimages", sha256: str | None = None, split: float = 0.2, seed: int = 0, log=print
+) -> Path:
     """Fetch, verify, extract, split and quarantine unreadable files; returns the data folder
     (DEST/NAME with training_set/ and test_set/)."""
     if not 0 < split < 1:
@@ -255,13 +275,7 @@ def download(dest="datasets", source: str = "petimages", sha256: str | None = No
         for class_dir in sorted(d for d in folder.iterdir() if d.is_dir()):
             label = class_dir.name.lower()
             files = sorted(f for f in class_dir.rglob("*") if f.is_file())
-            good, bad = [], []
-            for f in bar(files, desc=f"checking {label}", unit="img"):
-                try:
-                    load_pixels(f, prep)
-                    good.append(f)
-                except ImageError as e:
-                    bad.append((f, str(e)))
+            good, bad = _readable(files, f"checking {label}", prep)
             if kept_split:
                 parts = [kept_split] * len(good)
             else:
@@ -284,6 +298,18 @@ def download(dest="datasets", source: str = "petimages", sha256: str | None = No
     shutil.rmtree(unpacked, ignore_errors=True)
     log(f"{out}: " + "; ".join(f"{c} {n[TRAIN_DIR]} training + {n[TEST_DIR]} test" for c, n in counts.items()))
     return out
+
+
+def _readable(files: list[Path], desc: str, prep: Preprocessing) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """`files` split into those that decode and (file, reason) for those that do not."""
+    good, bad = [], []
+    for f in bar(files, desc=desc, unit="img"):
+        try:
+            load_pixels(f, prep)
+            good.append(f)
+        except ImageError as e:
+            bad.append((f, str(e)))
+    return good, bad
 
 
 def _place(src: Path, dst: Path) -> Path:

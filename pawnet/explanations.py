@@ -96,7 +96,10 @@ def overlay(pixels: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     """The photo under a jet-coloured heatmap, blended as the explain figure draws it."""
     from matplotlib import colormaps
 
-    h = np.asarray(Image.fromarray((heatmap * 255).astype(np.uint8)).resize(pixels.shape[1::-1], Image.BILINEAR)) / 255.0
+    h = (
+        np.asarray(Image.fromarray((heatmap * 255).astype(np.uint8)).resize(pixels.shape[1::-1], Image.BILINEAR))
+        / 255.0
+    )
     colour = colormaps["jet"](h)[..., :3] * 255
     return (pixels * 0.55 + colour * 0.45).astype(np.uint8)
 
@@ -157,7 +160,9 @@ def block_steps(model: torch.nn.Module, pixels: np.ndarray) -> dict[str, np.ndar
     }
 
 
-def explain_figure(clf, image, out=None, steps: bool = False, class_name: str | None = None, layer: str | None = None) -> dict:
+def explain_figure(
+    clf, image, out=None, steps: bool = False, class_name: str | None = None, layer: str | None = None
+) -> dict:
     """Draw where `clf` looked for its label of `image` (Grad-CAM), or with `steps` the photo's way
     through the tutorial's steps, into the PNG `out` (default: beside the current folder's
     IMAGE-name_gradcam.png or _steps.png). Returns what was drawn: label, probabilities, figure."""

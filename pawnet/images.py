@@ -44,7 +44,7 @@ class Preprocessing:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessing":
+    def from_dict(cls, d: dict) -> Preprocessing:
         return cls(
             size=int(d["size"]),
             resize=str(d.get("resize", "squash")),

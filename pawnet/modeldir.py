@@ -6,7 +6,6 @@ Loading never unpickles anything: the weights are safetensors, the rest is JSON.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
@@ -42,7 +41,9 @@ def read_config(path) -> dict:
     if not isinstance(classes, list) or len(classes) < 2:
         raise UserError(f"{folder.config}: 'classes' must list at least two class names")
     if ARCHITECTURES[arch].two_classes_only and len(classes) != 2:
-        raise UserError(f"{folder.config}: the {arch} network tells two classes apart, and 'classes' lists {len(classes)}")
+        raise UserError(
+            f"{folder.config}: the {arch} network tells two classes apart, and 'classes' lists {len(classes)}"
+        )
     return config
 
 

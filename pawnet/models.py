@@ -13,8 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def to_input(pixels: np.ndarray, device: torch.device = torch.device("cpu")) -> torch.Tensor:
-    """uint8 (N, H, W, 3) pixels to the float (N, 3, H, W) batch networks take, on `device`.
+def to_input(pixels: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
+    """uint8 (N, H, W, 3) pixels to the float (N, 3, H, W) batch networks take, on `device`
+    (the CPU when None).
 
     The bytes travel as uint8 (a quarter of float32's size), from pinned memory without waiting
     on a GPU, and become floats on the device, channels-last: the layout the convolutions run
@@ -22,6 +23,8 @@ def to_input(pixels: np.ndarray, device: torch.device = torch.device("cpu")) -> 
     """
     if not pixels.flags.writeable or not pixels.flags.c_contiguous:  # a memory-mapped cache is read-only
         pixels = np.array(pixels)
+    if device is None:
+        device = torch.device("cpu")
     x = torch.from_numpy(pixels)
     if device.type == "cuda":
         x = x.pin_memory()

@@ -42,7 +42,13 @@ def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -
     example = torch.rand(2, 3, size, size) * 255
     batch = torch.export.Dim("batch", min=1, max=4096)
     onnx_program = torch.onnx.export(
-        wrapper, (example,), dynamo=True, verbose=False, input_names=[INPUT], output_names=[OUTPUT], dynamic_shapes={"pixels": {0: batch}}
+        wrapper,
+        (example,),
+        dynamo=True,
+        verbose=False,
+        input_names=[INPUT],
+        output_names=[OUTPUT],
+        dynamic_shapes={"pixels": {0: batch}},
     )
     onnx_program.optimize()
     onnx_program.save(str(out))
@@ -57,7 +63,10 @@ def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -
         pixels = (torch.rand(n, size, size, 3, generator=generator) * 255).to(torch.uint8).numpy()
         worst = max(worst, float(np.abs(exported.probabilities(pixels) - clf.probabilities(pixels)).max()))
     report = {"onnx": str(out), "max_probability_difference": worst, "bytes": out.stat().st_size}
-    log(f"exported {out} ({out.stat().st_size / 1e6:.2f} MB); largest probability difference from PyTorch on batches of 1 and 7: {worst:.2e}")
+    log(
+        f"exported {out} ({out.stat().st_size / 1e6:.2f} MB); "
+        f"largest probability difference from PyTorch on batches of 1 and 7: {worst:.2e}"
+    )
     if worst >= PARITY_TOLERANCE:
         raise RuntimeError(f"the ONNX model differs from PyTorch by {worst:.2e} (limit {PARITY_TOLERANCE:.0e})")
 

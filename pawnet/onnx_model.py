@@ -26,7 +26,7 @@ class OnnxClassifier(Predictor):
         self.session = session
 
     @classmethod
-    def load(cls, path) -> "OnnxClassifier":
+    def load(cls, path) -> OnnxClassifier:
         import onnxruntime as ort
 
         path = Path(path)
@@ -45,7 +45,9 @@ class OnnxClassifier(Predictor):
     def probabilities(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 256) -> np.ndarray:
         out = []
         for start in range(0, len(pixels), batch_size):
-            x = np.ascontiguousarray(np.asarray(pixels[start : start + batch_size]).transpose(0, 3, 1, 2), dtype=np.float32)
+            x = np.ascontiguousarray(
+                np.asarray(pixels[start : start + batch_size]).transpose(0, 3, 1, 2), dtype=np.float32
+            )
             p = self.session.run([OUTPUT], {INPUT: x})[0]
             if tta:
                 p = (p + self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(x[..., ::-1])})[0]) / 2

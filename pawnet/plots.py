@@ -75,10 +75,20 @@ def seed_steps_figure(steps: dict, classes: list[str], path: Path) -> None:
     p = float(steps["output"][0])
     panels = [
         (grid[0, 0], steps["input"], "Input image\n(64x64 RGB, scaled to [0, 1])", None),
-        (grid[0, 1], _detectors(steps["detectors"]), "Step 1: the 32 learned feature detectors\n(3x3 filters of the first layer)", None),
+        (
+            grid[0, 1],
+            _detectors(steps["detectors"]),
+            "Step 1: the 32 learned feature detectors\n(3x3 filters of the first layer)",
+            None,
+        ),
         (grid[0, 2], _grid(steps["conv1"], 8), "Step 1: feature maps\n(input * detector, then ReLU)", "magma"),
         (grid[0, 3], _grid(steps["pool1"], 8), "Step 2: max pooling 2x2\n(strongest response per window)", "magma"),
-        (grid[0, 4], _grid(steps["conv2"], 8), "Steps 1 + 2 again: second convolution\n(feature maps of feature maps, ReLU)", "magma"),
+        (
+            grid[0, 4],
+            _grid(steps["conv2"], 8),
+            "Steps 1 + 2 again: second convolution\n(feature maps of feature maps, ReLU)",
+            "magma",
+        ),
         (grid[1, 0], _grid(steps["pool2"], 8), "Second max pooling\n(32 maps of 14x14 at 64 px)", "magma"),
     ]
     for spec, image, title, cmap in panels:
@@ -130,7 +140,9 @@ def block_steps_figure(steps: dict, classes: list[str], path: Path) -> None:
     axes[1].imshow(_grid(steps["first"][:32], 8), cmap="magma", interpolation="nearest")
     axes[1].set_title("Step 1, first block: feature maps of the first convolution", fontsize=9)
     axes[2].imshow(_grid(steps["last"][:32], 8), cmap="magma", interpolation="nearest")
-    axes[2].set_title(f"Steps 1-2, last block ({steps['last_name']}):\nthe first 32 of {steps['last'].shape[0]} maps", fontsize=9)
+    axes[2].set_title(
+        f"Steps 1-2, last block ({steps['last_name']}):\nthe first 32 of {steps['last'].shape[0]} maps", fontsize=9
+    )
     for ax in axes[:3]:
         ax.axis("off")
     axes[3].barh(classes, steps["output"], color="tab:green")

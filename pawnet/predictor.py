@@ -42,7 +42,10 @@ class Predictor:
     def grad_cam(self, pixels: np.ndarray, class_name: str | None = None, layer: str | None = None):
         """Where the network looked for its label of uint8 pixels (a `GradCam`); models that are
         `explainable` only."""
-        raise UserError(f"{type(self).__name__} cannot explain (Grad-CAM follows gradients through PyTorch); use the model directory")
+        raise UserError(
+            f"{type(self).__name__} cannot explain (Grad-CAM follows gradients through PyTorch); "
+            "use the model directory"
+        )
 
     def predict(self, inputs, tta: bool = False) -> list[dict]:
         """Label and probabilities for image files, folders of them, PIL images or uint8 arrays.
@@ -72,14 +75,15 @@ class Predictor:
             "probabilities": {c: round(float(v), 6) for c, v in zip(self.classes, p)},
         }
 
-    def evaluate(self, folder, tta: bool = False, report=None) -> dict:
+    def evaluate(self, folder, tta: bool = False, report=None, use_cache: bool = True) -> dict:
         """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix on a labelled
         folder (any layout `pawnet train` takes; for the tutorial's layout, its test_set/).
-        With `report`, also writes that HTML report of the results, top losses included."""
+        With `report`, also writes that HTML report of the results, top losses included; without
+        `use_cache`, every photo is decoded again rather than read from the decode cache."""
         if report is not None and not self.explainable:
             raise UserError(f"{type(self).__name__} cannot write reports (they need Grad-CAM); use the model directory")
         where = evaluation_folder(folder)
-        result, outcome = self.evaluate_set(read_folder(where, classes=self.classes), tta)
+        result, outcome = self.evaluate_set(read_folder(where, classes=self.classes), tta, use_cache)
         result = {"data": str(where), **result}
         if report is not None:
             from .report import write_report
@@ -87,9 +91,9 @@ class Predictor:
             write_report(self, result, outcome, report)
         return result
 
-    def evaluate_set(self, data: Labelled, tta: bool = False) -> tuple[dict, "Outcome"]:
+    def evaluate_set(self, data: Labelled, tta: bool = False, use_cache: bool = True) -> tuple[dict, Outcome]:
         """`evaluate` on labelled files, and each readable file's outcome (for reports)."""
-        decoded = cached_decode(data.files, self.preprocessing, desc="reading")
+        decoded = cached_decode(data.files, self.preprocessing, desc="reading", use_cache=use_cache)
         if len(decoded.ok) == 0:
             raise UserError(f"none of the {len(data)} images could be read")
         labels = np.asarray(data.labels)[decoded.ok]

@@ -4,7 +4,6 @@ import sys
 
 from tqdm import tqdm
 
-
 _silenced = False
 
 

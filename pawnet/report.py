@@ -47,12 +47,16 @@ def _confusion(result: dict) -> str:
     cells = []
     for name, row in zip(classes, cm):
         tds = "".join(
-            f'<td style="background: rgba(31, 119, 180, {v / top:.2f}); color: {"#fff" if v > top / 2 else "#000"}">{v}</td>'
+            f'<td style="background: rgba(31, 119, 180, {v / top:.2f}); '
+            f'color: {"#fff" if v > top / 2 else "#000"}">{v}</td>'
             for v in row
         )
         cells.append(f"<tr><th>{html.escape(name)}</th>{tds}</tr>")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in classes)
-    return f'<table class="cm"><thead><tr><th>true \\ predicted</th>{head}</tr></thead><tbody>{"".join(cells)}</tbody></table>'
+    return (
+        f'<table class="cm"><thead><tr><th>true \\ predicted</th>{head}</tr></thead>'
+        f"<tbody>{''.join(cells)}</tbody></table>"
+    )
 
 
 def _top_losses(clf, outcome, n: int = TOP_LOSSES) -> str:
@@ -69,7 +73,8 @@ def _top_losses(clf, outcome, n: int = TOP_LOSSES) -> str:
         truth = int(outcome.labels[i])
         cards.append(
             f'<figure><img src="{_jpeg(thumb)}" alt="{html.escape(path.name)}" width="{THUMB}" height="{THUMB}">'
-            f'<img src="{_jpeg(overlay(thumb, cam.heatmap))}" alt="Grad-CAM of {html.escape(path.name)}" width="{THUMB}" height="{THUMB}">'
+            f'<img src="{_jpeg(overlay(thumb, cam.heatmap))}" alt="Grad-CAM of {html.escape(path.name)}" '
+            f'width="{THUMB}" height="{THUMB}">'
             f"<figcaption><b>{html.escape(path.name)}</b><br>label {html.escape(clf.classes[truth])}, "
             f"predicted {html.escape(clf.classes[predicted])} ({outcome.probabilities[i][predicted]:.2f})<br>"
             f"loss {outcome.losses[i]:.2f}</figcaption></figure>"
@@ -80,7 +85,8 @@ def _top_losses(clf, outcome, n: int = TOP_LOSSES) -> str:
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: 0.5em 0; } th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: left; }
+table { border-collapse: collapse; margin: 0.5em 0; } \
+th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: left; }
 table.cm td { text-align: center; min-width: 4em; }
 .figures img { max-width: 100%; }
 .losses { display: flex; flex-wrap: wrap; gap: 1em; }
@@ -143,14 +149,19 @@ def _data(clf, data: dict) -> str:
     rows = [[c, data.get("train_counts", {}).get(c, ""), data.get("val_counts", {}).get(c, "")] for c in clf.classes]
     section = (
         f"<h2>Data</h2><p>training data <code>{html.escape(str(data.get('train', '')))}</code>; validation: "
-        f"{html.escape(str(data.get('validation', '')))}</p>" + _table(rows, ["class", "training images", "validation images"])
+        f"{html.escape(str(data.get('validation', '')))}</p>"
+        + _table(rows, ["class", "training images", "validation images"])
     )
     leakage = data.get("leakage", {})
     if leakage:
         n = leakage["exact_duplicates"]
         section += (
             f"<p>Leakage check: {n} validation images byte-identical to training images"
-            + (" (validation accuracy reads high; <code>pawnet data check --fix</code> moves them aside)." if n else ".")
+            + (
+                " (validation accuracy reads high; <code>pawnet data check --fix</code> moves them aside)."
+                if n
+                else "."
+            )
             + "</p>"
             + (_table(leakage["pairs"], ["validation image", "training image"]) if n else "")
         )
@@ -158,7 +169,9 @@ def _data(clf, data: dict) -> str:
 
 
 def _skipped(skipped: dict) -> str:
-    return "<h3>Skipped files</h3>" + _table([[p, why] for p, why in skipped.items()], ["file", "why"]) if skipped else ""
+    return (
+        "<h3>Skipped files</h3>" + _table([[p, why] for p, why in skipped.items()], ["file", "why"]) if skipped else ""
+    )
 
 
 def _timing(metrics: dict) -> str:

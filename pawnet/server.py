@@ -38,14 +38,14 @@ class Batcher:
     """Runs the network for the requests, several images at once where that raises throughput.
 
     Batching pays only when the network, not reading the upload, is what a request waits for.
-    Measured under 32 clients on 2 cores: the EfficientNet default model (about 30 ms an image)
-    went from 22 to 40 requests/s with batches of up to 8, while the seed network (under 1 ms)
-    kept its 260 requests/s and its p99 latency tripled, from 0.19 s to 0.6 s, as answers left
-    in bursts. So at start the batcher times the network on one image: above `batch_above`
-    seconds, it waits `wait` after an image arrives and takes up to `max_batch` together;
-    below, it runs one request at a time. The network runs on one thread of its own, and each
-    batch is padded to a power of two: PyTorch's CPU kernels keep per-thread and per-shape
-    caches, which would otherwise grow with every new thread and batch size the server meets.
+    Under load (`benchmarks/serve_load.py`; figures in benchmarks/README.md), batching raised the
+    throughput of a slow network, the EfficientNet default model, while a fast one, the seed
+    network, gained no throughput and its tail latency grew, as answers left in bursts. So at
+    start the batcher times the network on one image: above `batch_above` seconds, it waits
+    `wait` after an image arrives and takes up to `max_batch` together; below, it runs one
+    request at a time. The network runs on one thread of its own, and each batch is padded to a
+    power of two: PyTorch's CPU kernels keep per-thread and per-shape caches, which would
+    otherwise grow with every new thread and batch size the server meets.
     """
 
     def __init__(self, predictor: Predictor, max_batch: int = 8, wait: float = 0.002, batch_above: float = 0.005):
@@ -141,12 +141,16 @@ class _Api:
         the answer is 422.
         """
         if len(files) > self.max_files:
-            raise HTTPException(413, f"{len(files)} files in one request; this server takes up to {self.max_files} (--max-files)")
+            raise HTTPException(
+                413, f"{len(files)} files in one request; this server takes up to {self.max_files} (--max-files)"
+            )
         results, readable = [], []
         for upload in files:
             name = upload.filename or "upload"
             try:
-                pixels = await run_in_threadpool(load_pixels, await self.read_upload(upload), self.predictor.preprocessing)
+                pixels = await run_in_threadpool(
+                    load_pixels, await self.read_upload(upload), self.predictor.preprocessing
+                )
                 readable.append((len(results), pixels))
                 results.append({"path": name})
             except ImageError as e:
@@ -163,14 +167,17 @@ class _Api:
         request: Request,
         file: Annotated[UploadFile, File(description="one image")],
         format: Annotated[
-            Literal["png", "json"], Query(description="png: the overlay; json: label, probabilities and the overlay in base64")
+            Literal["png", "json"],
+            Query(description="png: the overlay; json: label, probabilities and the overlay in base64"),
         ] = "png",
     ):
         """Where the network looked (Grad-CAM) for its label of one image."""
         if len((await request.form()).getlist("file")) > 1:
             raise HTTPException(413, "explain takes one image per request; /predict takes many")
         if not self.predictor.explainable:
-            raise HTTPException(400, "explain follows gradients through PyTorch: serve the model directory, not an .onnx file")
+            raise HTTPException(
+                400, "explain follows gradients through PyTorch: serve the model directory, not an .onnx file"
+            )
         prep = self.predictor.preprocessing
         try:
             data = await self.read_upload(file)
@@ -213,7 +220,9 @@ def _guard(token: str | None, largest_request: int):
     return guard
 
 
-def create_app(predictor: Predictor, *, max_upload_mb: float = 20, max_files: int = 64, token: str | None = None) -> FastAPI:
+def create_app(
+    predictor: Predictor, *, max_upload_mb: float = 20, max_files: int = 64, token: str | None = None
+) -> FastAPI:
     """The FastAPI application serving `predictor` (a model from `pawnet.load`)."""
     batcher = Batcher(predictor)
     api = _Api(predictor, batcher, max_upload_mb, max_files)
@@ -237,7 +246,11 @@ def create_app(predictor: Predictor, *, max_upload_mb: float = 20, max_files: in
     app.get("/model")(api.model_info)
     app.post(
         "/predict",
-        responses={413: {"description": "a file over the size limit"}, 415: {}, 422: {"description": "no image could be read"}},
+        responses={
+            413: {"description": "a file over the size limit"},
+            415: {},
+            422: {"description": "no image could be read"},
+        },
     )(api.predict)
     app.post(
         "/explain",
@@ -260,7 +273,16 @@ def _explain_png(predictor, pixels, photo):
     return buf.getvalue(), cam
 
 
-def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_upload_mb: float = 20, max_files: int = 64, log=print) -> None:
+def serve(
+    model=None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    max_upload_mb: float = 20,
+    max_files: int = 64,
+    log=print,
+) -> None:
     """Serve `model` (a model directory, an .onnx file, or the default model) until interrupted."""
     import uvicorn
 
@@ -268,7 +290,12 @@ def serve(model=None, *, host: str = "127.0.0.1", port: int = 8000, token: str |
 
     predictor = load(model)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        log(f"warning: serving on {host}, so other machines can reach this model" + ("" if token else "; consider --token"))
-    log(f"serving {predictor.path} ({predictor.config['arch']}: {', '.join(predictor.classes)}) on http://{host}:{port}/")
+        log(
+            f"warning: serving on {host}, so other machines can reach this model"
+            + ("" if token else "; consider --token")
+        )
+    log(
+        f"serving {predictor.path} ({predictor.config['arch']}: {', '.join(predictor.classes)}) on http://{host}:{port}/"
+    )
     app = create_app(predictor, max_upload_mb=max_upload_mb, max_files=max_files, token=token)
     uvicorn.run(app, host=host, port=port, log_level="warning")

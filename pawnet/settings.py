@@ -39,7 +39,7 @@ class RunSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunSettings":
+    def from_dict(cls, d: dict) -> RunSettings:
         return cls(**{k: v for k, v in d.items() if k in cls.names()})
 
     def recipe(self) -> Recipe:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -93,7 +93,9 @@ def train(data, *, out=None, device: str = "auto", log=print, **settings) -> Cla
     run_settings = RunSettings(data=data, **settings)
     folder = RunDir(out) if out else _next_run_dir()
     if folder.holds_files():
-        raise UserError(f"{folder.path}: already holds files; choose another --out, remove it, or continue it with --resume")
+        raise UserError(
+            f"{folder.path}: already holds files; choose another --out, remove it, or continue it with --resume"
+        )
     return _run(run_settings, folder, device, log, resume=False)
 
 
@@ -106,7 +108,9 @@ def resume(run_dir, *, device: str = "auto", log=print) -> Classifier:
         log(f"{folder.path}: finished already (best epoch {config['metrics']['best_epoch']}); nothing to resume")
         return Classifier.load(folder.path)
     if config is None or not isinstance(config.get("run"), dict) or "data" not in config["run"]:
-        raise UserError(f"{folder.path}: not a pawnet training run (no {RunDir.CONFIG} with the run's settings) to resume")
+        raise UserError(
+            f"{folder.path}: not a pawnet training run (no {RunDir.CONFIG} with the run's settings) to resume"
+        )
     return _run(RunSettings.from_dict(config["run"]), folder, device, log, resume=True)
 
 
@@ -131,7 +135,9 @@ def _run(settings: RunSettings, folder: RunDir, device_name: str, log, resume: b
 
 
 def _train(settings: RunSettings, folder: RunDir, device, group, log, resume: bool) -> Classifier:
-    run = Run(settings, settings.recipe(), folder, device, group, devices.precision(settings.precision, device), log, resume)
+    run = Run(
+        settings, settings.recipe(), folder, device, group, devices.precision(settings.precision, device), log, resume
+    )
     _find_photos(run)
     _open_folder(run)
     _decode(run)
@@ -147,7 +153,8 @@ def _find_photos(run: Run) -> None:
     run.train_set, run.val_set, run.val_source = train_val_split(s.data, s.val, seed=s.seed)
     if ARCHITECTURES[s.arch].two_classes_only and len(run.classes) != 2:
         raise UserError(
-            f"the {s.arch} network is the tutorial's two-class one, and DATA has {len(run.classes)} classes; use --arch small"
+            f"the {s.arch} network is the tutorial's two-class one, "
+            f"and DATA has {len(run.classes)} classes; use --arch small"
         )
     run.log(
         f"data: {len(run.train_set)} training images, {len(run.val_set)} validation images ({run.val_source}); "
@@ -192,7 +199,8 @@ def _decode(run: Run) -> None:
     run.train_inputs, run.val_inputs = train_dec.pixels, val_dec.pixels
     run.decode_seconds = time.perf_counter() - run.started
     run.log(
-        f"decoded in {run.decode_seconds:.1f}s" + (f"; {len(run.skipped)} unreadable files skipped" if run.skipped else "")
+        f"decoded in {run.decode_seconds:.1f}s"
+        + (f"; {len(run.skipped)} unreadable files skipped" if run.skipped else "")
     )
     run.counts = np.bincount(run.train_y, minlength=len(run.classes)).tolist()
     if min(run.counts) == 0:

@@ -37,8 +37,10 @@ def main() -> int:
         write_json(DEFAULT_MODEL / CONFIG, config)
     shipped = pawnet.load()
     result = shipped.evaluate(data)
-    print(f"default model: {result['accuracy']:.4f} on {result['data']} ({result['n_images']} photos); "
-          f"{(DEFAULT_MODEL / WEIGHTS).stat().st_size:,} bytes of weights in {DEFAULT_MODEL}")
+    print(
+        f"default model: {result['accuracy']:.4f} on {result['data']} ({result['n_images']} photos); "
+        f"{(DEFAULT_MODEL / WEIGHTS).stat().st_size:,} bytes of weights in {DEFAULT_MODEL}"
+    )
     return 0
 
 

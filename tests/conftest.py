@@ -43,7 +43,9 @@ def pattern(kind: str, size: int = 48, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_dataset(root: Path, classes=("horizontal", "vertical"), n: int = 24, layout: str = "folders", size: int = 48) -> Path:
+def make_dataset(
+    root: Path, classes=("horizontal", "vertical"), n: int = 24, layout: str = "folders", size: int = 48
+) -> Path:
     """A labelled data set on disk in one of the three layouts pawnet reads."""
     for c_i, cls in enumerate(classes):
         for i in range(n):
@@ -92,7 +94,9 @@ def trained_model(tmp_path_factory) -> Path:
 
 def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
     """`python -m pawnet ARGS` as a user would run it, in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "pawnet", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pawnet", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 def read_json(text: str):
@@ -117,7 +121,9 @@ def patch_model(tmp_path_factory):
     for colour in ("red", "blue"):
         (root / "data" / colour).mkdir(parents=True)
         for i in range(100):
-            Image.fromarray(patch_image(colour, 10_000 * (colour == "red") + i)[0]).save(root / "data" / colour / f"{i}.png")
+            Image.fromarray(patch_image(colour, 10_000 * (colour == "red") + i)[0]).save(
+                root / "data" / colour / f"{i}.png"
+            )
     import pawnet
 
     return pawnet.train(root / "data", epochs=8, out=root / "run", log=lambda *_: None)

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_dataset, run_cli
 
 import pawnet
 from pawnet.architectures import build
 from pawnet.images import Preprocessing
 from pawnet.models import imagenet_weights
+
+from conftest import make_dataset, run_cli
 
 THREE = ("horizontal", "vertical", "disc")
 

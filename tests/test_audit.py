@@ -4,11 +4,12 @@ import json
 import shutil
 
 import pytest
-from conftest import SHARED_PHOTOS, run_cli
 from PIL import Image, ImageOps
 
 import pawnet
 from pawnet import audit
+
+from conftest import SHARED_PHOTOS, run_cli
 
 pytestmark = pytest.mark.skipif(not SHARED_PHOTOS.is_dir(), reason=f"the shared photos are not at {SHARED_PHOTOS}")
 
@@ -62,7 +63,10 @@ def test_every_planted_fault_is_found_and_nothing_else(planted):
         frozenset({str(sources["leak"]), str(faults["leak"])}): ["across train/test"],
     }
     near = {frozenset(p["files"]): p for p in f["near_duplicates"]}
-    assert set(near) == {frozenset({str(sources["near"]), str(faults["near"])}), frozenset({str(sources["mirror"]), str(faults["mirror"])})}
+    assert set(near) == {
+        frozenset({str(sources["near"]), str(faults["near"])}),
+        frozenset({str(sources["mirror"]), str(faults["mirror"])}),
+    }
     assert near[frozenset({str(sources["near"]), str(faults["near"])})]["kind"] == "similar"
     # A mirror image is reported as a near duplicate: flip augmentation makes the two the same photo to training.
     assert near[frozenset({str(sources["mirror"]), str(faults["mirror"])})]["kind"] == "mirror image"

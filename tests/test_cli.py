@@ -5,16 +5,22 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_dataset, pattern, read_json, run_cli
 from PIL import Image
 from safetensors.torch import load_file
 
 import pawnet
 from pawnet.cli import main
 
+from conftest import make_dataset, pattern, read_json, run_cli
+
 
 def test_train_writes_a_model_directory(trained_model):
-    assert {p.name for p in trained_model.iterdir()} >= {"config.json", "model.safetensors", "metrics.csv", "curves.png"}
+    assert {p.name for p in trained_model.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "metrics.csv",
+        "curves.png",
+    }
     config = json.loads((trained_model / "config.json").read_text())
     assert config["arch"] == "seed" and config["classes"] == ["horizontal", "vertical"]
     assert config["preprocessing"]["size"] == 32
@@ -22,7 +28,8 @@ def test_train_writes_a_model_directory(trained_model):
     assert config["training"]["epochs"] == 3 and config["training"]["batch_size"] == 32
     assert config["data"]["train_counts"] == {"horizontal": 24, "vertical": 24}
     assert config["pawnet_version"] == pawnet.__version__ and "torch_version" in config
-    rows = list(csv.DictReader(open(trained_model / "metrics.csv")))
+    with open(trained_model / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
     best = max(rows, key=lambda r: float(r["val_acc"]))

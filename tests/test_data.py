@@ -1,10 +1,11 @@
 """The three data layouts, and the mistakes a user can make with them."""
 
 import pytest
-from conftest import make_dataset
 
 from pawnet.data import collect_images, read_folder, train_val_split
 from pawnet.errors import UserError
+
+from conftest import make_dataset
 
 
 def test_class_folders_sorted_into_index_order(tmp_path):

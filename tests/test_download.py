@@ -11,11 +11,12 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import pattern, run_cli
 from PIL import Image
 
 from pawnet import download as dl
 from pawnet.errors import DownloadError, UserError
+
+from conftest import pattern, run_cli
 
 
 def _png(kind, seed):
@@ -182,7 +183,14 @@ def test_disk_full_keeps_the_partial_file(serve, tmp_path, monkeypatch):
             self.f.close()
 
     monkeypatch.setattr(dl, "CHUNK", 100)
-    monkeypatch.setattr(dl, "open", lambda p, mode="r", *a, **k: FullDisk(real_open(p, mode)) if "a" in mode or "w" in mode else real_open(p, mode, *a, **k), raising=False)
+    monkeypatch.setattr(
+        dl,
+        "open",
+        lambda p, mode="r", *a, **k: (
+            FullDisk(real_open(p, mode)) if "a" in mode or "w" in mode else real_open(p, mode, *a, **k)
+        ),
+        raising=False,
+    )
     with pytest.raises(DownloadError, match="No space left"):
         dl.fetch(server.url, tmp_path / "pets.zip", log=lambda *_: None)
     assert (tmp_path / "pets.zip.part").exists()
@@ -206,7 +214,11 @@ def _zip(entries: dict) -> bytes:
 
 
 def test_same_names_in_subfolders_of_a_class_are_all_kept(serve, tmp_path):
-    entries = {f"Pets/Cat/{where}/{i}.jpg": _png("horizontal", 10 * (where == "indoor") + i) for where in ("indoor", "outdoor") for i in range(8)}
+    entries = {
+        f"Pets/Cat/{where}/{i}.jpg": _png("horizontal", 10 * (where == "indoor") + i)
+        for where in ("indoor", "outdoor")
+        for i in range(8)
+    }
     entries |= {f"Pets/Dog/{i}.jpg": _png("vertical", i) for i in range(10)}
     entries |= {"Pets/Cat/indoor/bad.jpg": b"", "Pets/Cat/outdoor/bad.jpg": b"\xff\xd8 cut short"}
     server = serve(_zip(entries))
@@ -228,21 +240,33 @@ def test_restore_after_download_and_fix_puts_everything_back(serve, tmp_path):
     result = run_cli("data", "restore", out)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "restored 2 files"
-    assert sorted(f.name for f in out.rglob("*") if f.is_file() and f.parent.name == "cat" and f.name in ("0.jpg", "copy.jpg", "666.jpg")) == ["0.jpg", "666.jpg", "copy.jpg"]
+    assert sorted(
+        f.name
+        for f in out.rglob("*")
+        if f.is_file() and f.parent.name == "cat" and f.name in ("0.jpg", "copy.jpg", "666.jpg")
+    ) == ["0.jpg", "666.jpg", "copy.jpg"]
 
 
 def test_an_archive_in_the_tutorials_layout_keeps_its_split(serve, tmp_path):
     entries = {}
     for split, n in (("training_set", 6), ("test_set", 2)):
         for cls, kind in (("cats", "horizontal"), ("dogs", "vertical")):
-            entries |= {f"dataset/{split}/{cls}/{cls}.{i}.jpg": _png(kind, i + 100 * (split == "test_set")) for i in range(n)}
+            entries |= {
+                f"dataset/{split}/{cls}/{cls}.{i}.jpg": _png(kind, i + 100 * (split == "test_set")) for i in range(n)
+            }
     entries["dataset/single_prediction/cat_or_dog_1.jpg"] = _png("horizontal", 999)
     server = serve(_zip(entries), path="/dataset.zip")
     out = dl.download(tmp_path, server.url, log=lambda *_: None)
     assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/*")) == [
-        "test_set/cats", "test_set/dogs", "training_set/cats", "training_set/dogs",
-    ]  # fmt: skip
-    assert len(list((out / "training_set" / "cats").iterdir())) == 6 and len(list((out / "test_set" / "dogs").iterdir())) == 2
+        "test_set/cats",
+        "test_set/dogs",
+        "training_set/cats",
+        "training_set/dogs",
+    ]
+    assert (
+        len(list((out / "training_set" / "cats").iterdir())) == 6
+        and len(list((out / "test_set" / "dogs").iterdir())) == 2
+    )
 
 
 def test_416_for_a_partial_file_of_another_archive_starts_again(serve, tmp_path):

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PATCH, SIZE, make_dataset, patch_image, run_cli
 from PIL import Image
 
 import pawnet
 from pawnet.explanations import block_steps, grad_cam, last_feature_layer, seed_steps
+
+from conftest import PATCH, SIZE, make_dataset, patch_image, run_cli
 
 
 def test_grad_cam_peak_lands_on_the_patch(patch_model):
@@ -23,7 +24,7 @@ def test_grad_cam_peak_lands_on_the_patch(patch_model):
         for i in range(25):
             img, (y, x) = patch_image(colour, 777_000 + 100 * (colour == "red") + i)
             heatmap = pawnet.explain(patch_model, img)
-            assert heatmap.shape == (SIZE, SIZE) and 0 <= heatmap.min() and heatmap.max() <= 1
+            assert heatmap.shape == (SIZE, SIZE) and heatmap.min() >= 0 and heatmap.max() <= 1
             py, px = np.unravel_index(heatmap.argmax(), heatmap.shape)
             # On the patch, give or take one cell of the 14x14 feature map the heatmap comes from.
             margin = SIZE // 14
@@ -45,7 +46,10 @@ def test_seed_steps_are_the_networks_activations(patch_model):
     model = patch_model.model
     img, _ = patch_image("blue", 3)
     recorded = {}
-    hooks = [getattr(model, n).register_forward_hook(lambda m, a, out, n=n: recorded.__setitem__(n, out[0])) for n in ("conv1", "conv2", "pool2", "dense", "output")]
+    hooks = [
+        getattr(model, n).register_forward_hook(lambda m, a, out, n=n: recorded.__setitem__(n, out[0]))
+        for n in ("conv1", "conv2", "pool2", "dense", "output")
+    ]
     with torch.inference_mode():
         model(torch.from_numpy(img[None]).permute(0, 3, 1, 2).float())
     for h in hooks:
@@ -119,7 +123,9 @@ def test_evaluate_report_of_a_thousand_photos_stays_small(patch_model, tmp_path)
     for colour in ("red", "blue"):
         (folder / colour).mkdir(parents=True)
         for i in range(500):
-            Image.fromarray(patch_image(colour, 50_000 + 1000 * (colour == "red") + i)[0]).resize((300, 300)).save(folder / colour / f"{i}.jpg")
+            Image.fromarray(patch_image(colour, 50_000 + 1000 * (colour == "red") + i)[0]).resize((300, 300)).save(
+                folder / colour / f"{i}.jpg"
+            )
     result = run_cli("evaluate", patch_model.path, folder, "--report", tmp_path / "r.html")
     assert result.returncode == 0, result.stderr
     size = (tmp_path / "r.html").stat().st_size

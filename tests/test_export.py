@@ -5,12 +5,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import SHARED_PHOTOS, make_dataset, pattern, run_cli
 from PIL import Image
 
 import pawnet
-from pawnet.onnx_export import _batch_axis_is_dynamic
 from pawnet.loader import DEFAULT_MODEL
+from pawnet.onnx_export import _batch_axis_is_dynamic
+
+from conftest import SHARED_PHOTOS, make_dataset, pattern, run_cli
 
 BLOCK_TORCH = """
 import sys, importlib.abc
@@ -62,19 +63,36 @@ def test_onnx_predicts_and_evaluates_without_torch(exported, trained_model, tmp_
     script.write_text(BLOCK_TORCH)
     import subprocess
 
-    result = subprocess.run([sys.executable, str(script), "predict", str(path), str(photo), "--json"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(script), "predict", str(path), str(photo), "--json"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     (onnx_answer,) = json.loads(result.stdout)
     (torch_answer,) = pawnet.load(trained_model).predict(photo)
     assert onnx_answer["label"] == torch_answer["label"]
     assert onnx_answer["probability"] == pytest.approx(torch_answer["probability"], abs=1e-4)
-    result = subprocess.run([sys.executable, str(script), "evaluate", str(path), str(trained_model.parent / "data"), "--json"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(script), "evaluate", str(path), str(trained_model.parent / "data"), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["accuracy"] == pytest.approx(pawnet.load(trained_model).evaluate(trained_model.parent / "data")["accuracy"])
+    assert json.loads(result.stdout)["accuracy"] == pytest.approx(
+        pawnet.load(trained_model).evaluate(trained_model.parent / "data")["accuracy"]
+    )
 
 
 def test_int8_export_reports_its_accuracy_change(trained_model, tmp_path):
-    result = run_cli("export", trained_model, "--out", tmp_path / "q.onnx", "--quantize", "--check", trained_model.parent / "data", "--json")
+    result = run_cli(
+        "export",
+        trained_model,
+        "--out",
+        tmp_path / "q.onnx",
+        "--quantize",
+        "--check",
+        trained_model.parent / "data",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["quantized"] and 0 <= report["accuracy_int8"] <= 1 and 0 <= report["accuracy_float"] <= 1

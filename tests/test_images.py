@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import png_claiming
 from pawnet.cache import MappedPixels, cached_decode, decode
 from pawnet.images import ImageError, Preprocessing, load_pixels
+
+from conftest import png_claiming
 
 PREP = Preprocessing(size=32)
 

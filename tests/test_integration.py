@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from conftest import SHARED_PHOTOS, run_cli
 
 pytestmark = [
@@ -43,7 +44,9 @@ def test_evaluate_on_test_set(seed_model):
 
 def test_predict_one_photo(seed_model):
     out, _ = seed_model
-    photo = SHARED_PHOTOS / "test_set" / "dogs" / sorted(p.name for p in (SHARED_PHOTOS / "test_set" / "dogs").iterdir())[0]
+    photo = (
+        SHARED_PHOTOS / "test_set" / "dogs" / sorted(p.name for p in (SHARED_PHOTOS / "test_set" / "dogs").iterdir())[0]
+    )
     result = run_cli("predict", out, photo)
     assert result.returncode == 0, result.stderr
     path, label, probability = result.stdout.split()

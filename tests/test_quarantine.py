@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import pattern, run_cli
 from PIL import Image
 
 from pawnet import atomic, audit, cache
 from pawnet.images import Preprocessing
+
+from conftest import pattern, run_cli
 
 
 def _png(path, kind="horizontal", seed=0):
@@ -90,7 +91,9 @@ def test_a_symlink_between_classes_is_restored_as_a_link(tmp_path):
     (root / "cats" / "link.png").symlink_to("../dogs/2.png")
     before = _tree(root)
     audit.fix(audit.check(root, use_cache=False))
-    assert sorted(p.read_bytes() for p in audit.quarantine_folder(root).rglob("*.png") if not p.is_symlink()) == [before[str(root / "dogs" / "2.png")][1]]
+    assert sorted(p.read_bytes() for p in audit.quarantine_folder(root).rglob("*.png") if not p.is_symlink()) == [
+        before[str(root / "dogs" / "2.png")][1]
+    ]
     audit.restore(root)
     assert _tree(root) == before and not (root / "dogs" / "2.png").is_symlink()
 
@@ -118,8 +121,10 @@ def test_restore_refuses_to_overwrite_and_says_so(tmp_path):
     result = run_cli("data", "restore", root)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"pawnet: error: restored 0 of 1 files; 1 not restored because its original path is taken: {root / 'cats' / 'dup.png'} "
-        f"(kept in {audit.quarantine_folder(root) / 'cats' / 'dup.png'}; move the file there aside and run restore again)"
+        "pawnet: error: restored 0 of 1 files; 1 not restored because its original path is taken: "
+        f"{root / 'cats' / 'dup.png'} "
+        f"(kept in {audit.quarantine_folder(root) / 'cats' / 'dup.png'}; "
+        "move the file there aside and run restore again)"
     )
     assert (root / "cats" / "dup.png").read_bytes() == mine
     assert (audit.quarantine_folder(root) / "cats" / "dup.png").exists()
@@ -130,10 +135,14 @@ def test_legacy_manifests_of_both_formats_restore(tmp_path):
     q = audit.quarantine_folder(root)
     _png(q / "cat" / "a.png")
     _png(q / "cats" / "b.png", seed=1)
-    (q / "manifest.json").write_text(json.dumps([
-        {"file": str(q / "cat" / "a.png"), "from": str(root / "cats" / "a.png"), "why": "unreadable"},
-        {"from": str(root / "cats" / "b.png"), "to": str(q / "cats" / "b.png"), "why": "copy"},
-    ]))  # fmt: skip
+    (q / "manifest.json").write_text(
+        json.dumps(
+            [
+                {"file": str(q / "cat" / "a.png"), "from": str(root / "cats" / "a.png"), "why": "unreadable"},
+                {"from": str(root / "cats" / "b.png"), "to": str(q / "cats" / "b.png"), "why": "copy"},
+            ]
+        )
+    )
     assert len(audit.restore(root)) == 2
     assert (root / "cats" / "a.png").exists() and (root / "cats" / "b.png").exists()
 
@@ -190,7 +199,9 @@ def test_fix_and_restore_killed_at_every_move_leave_a_tree_restore_makes_whole(m
     assert _tree(*roots) == before and not q.exists()
 
     points = 0
-    for k in range(n + 1):  # killed before the first move, after each, and after the last, before the manifest says done
+    for k in range(
+        n + 1
+    ):  # killed before the first move, after each, and after the last, before the manifest says done
         with monkeypatch.context() as m:
             _kill_after(m, k)
             with pytest.raises(Killed):
@@ -227,9 +238,19 @@ KILLER = textwrap.dedent("""
 def test_fix_and_restore_sigkilled_midway_leave_a_tree_restore_makes_whole(messy, k):
     root, roots = messy
     before = _tree(*roots)
-    fix = subprocess.run([sys.executable, "-c", KILLER, str(k), "data", "check", str(root), "--fix"], capture_output=True, text=True, check=False)
+    fix = subprocess.run(
+        [sys.executable, "-c", KILLER, str(k), "data", "check", str(root), "--fix"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert fix.returncode == -signal.SIGKILL, fix.stderr
-    restore = subprocess.run([sys.executable, "-c", KILLER, str(k), "data", "restore", str(root)], capture_output=True, text=True, check=False)
+    restore = subprocess.run(
+        [sys.executable, "-c", KILLER, str(k), "data", "restore", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert restore.returncode == -signal.SIGKILL, restore.stderr
     result = run_cli("data", "restore", root)
     assert result.returncode == 0, result.stderr
@@ -257,7 +278,9 @@ def test_a_photo_rewritten_at_the_same_size_and_mtime_is_decoded_again(tmp_path)
 
 def test_a_killed_decode_leaves_no_temporary_file_once_the_data_changes(tmp_path):
     files = [_png(tmp_path / "a.png")]
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=False)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=False
+    )
     folder = cache.cache_dir()
     folder.mkdir(parents=True)
     leftover = folder / f".{'0' * 32}.pixels.{int(dead.stdout)}.tmp"

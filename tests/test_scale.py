@@ -15,13 +15,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_dataset, run_cli
 from pawnet import augment, devices
-from pawnet.rundir import CHECKPOINT_FORMAT, RunDir
 from pawnet.cache import MappedPixels, cached_decode
 from pawnet.distributed import Group
 from pawnet.errors import UserError
 from pawnet.images import Preprocessing, load_pixels
+from pawnet.rundir import CHECKPOINT_FORMAT, RunDir
+
+from conftest import make_dataset, run_cli
 
 HERE = Path(__file__).parent
 TRAIN = ["--epochs", "4", "--img-size", "32", "--batch-size", "16"]
@@ -131,8 +132,11 @@ def test_kill_9_at_any_moment_then_resume_equals_an_uninterrupted_run(moment, da
     env = {**os.environ, "PAWNET_CACHE": str(tmp_path / "cold-cache")}  # so that decoding happens
     child = subprocess.Popen(
         [sys.executable, str(HERE / "stall.py"), moment, "train", str(data), *TRAIN, "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     for line in child.stdout:
         if line.strip() == "STALLED":
             break
@@ -181,10 +185,24 @@ def test_two_processes_with_torchrun_match_one_process(data, tmp_path):
     one = run_cli("train", *common, "--out", tmp_path / "one")
     assert one.returncode == 0, one.stderr
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "pawnet", "train", *common, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "pawnet",
+            "train",
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("best epoch") == 1  # only rank 0 speaks
     import json

@@ -35,8 +35,10 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pawnet", "serve", str(model), "--port", str(self.port), *map(str, options)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -89,7 +91,9 @@ def test_predict_answers_what_predict_json_answers(server, trained_model, tmp_pa
 
 
 def test_an_unreadable_file_among_readable_ones_gets_an_error_entry(server):
-    r = httpx.post(server.url + "/predict", files=[("files", ("good.png", png())), ("files", ("bad.jpg", b"not an image"))])
+    r = httpx.post(
+        server.url + "/predict", files=[("files", ("good.png", png())), ("files", ("bad.jpg", b"not an image"))]
+    )
     assert r.status_code == 200
     good, bad = r.json()
     assert "label" in good and "error" in bad
@@ -154,7 +158,9 @@ def test_token_is_required_when_set(trained_model):
         assert httpx.post(s.url + "/predict", files={"files": ("a.png", png())}).status_code == 401
         assert httpx.get(s.url + "/model").status_code == 401
         assert httpx.get(s.url + "/health").status_code == 200
-        ok = httpx.post(s.url + "/predict", files={"files": ("a.png", png())}, headers={"Authorization": "Bearer s3cret"})
+        ok = httpx.post(
+            s.url + "/predict", files={"files": ("a.png", png())}, headers={"Authorization": "Bearer s3cret"}
+        )
         assert ok.status_code == 200
     finally:
         s.stop()
@@ -200,10 +206,26 @@ def test_schemathesis_finds_no_server_error(server, tmp_path):
     if not st:
         pytest.skip("schemathesis is not installed (pip install -e '.[test]')")
     r = subprocess.run(
-        [st, "run", server.url + "/openapi.json", "--checks", "not_a_server_error", "--max-examples", "100", "--seed", "1",
-         "--workers", "1", "--suppress-health-check", "all"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,  # where it keeps its cache
-    )  # fmt: skip
+        [
+            st,
+            "run",
+            server.url + "/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "100",
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--suppress-health-check",
+            "all",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,  # where it keeps its cache
+    )
     print(r.stdout[-3000:])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert server.process.poll() is None
@@ -229,8 +251,13 @@ def test_the_page_labels_a_photo_in_chromium(server, tmp_path):
         page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement.id") == "files"  # the picker is reachable by keyboard
         page.set_input_files("#files", str(photo))
-        page.wait_for_function("document.querySelector('.label') && document.querySelector('.label').textContent.includes('%')")
-        page.wait_for_function("(() => { const o = document.querySelector('img.overlay'); return o && !o.hidden && o.complete && o.naturalWidth > 0; })()")
+        page.wait_for_function(
+            "document.querySelector('.label') && document.querySelector('.label').textContent.includes('%')"
+        )
+        page.wait_for_function(
+            "(() => { const o = document.querySelector('img.overlay'); "
+            "return o && !o.hidden && o.complete && o.naturalWidth > 0; })()"
+        )
         label = page.text_content(".label")
         bars = page.eval_on_selector_all(".bar .cls", "els => els.map(e => e.textContent)")
         overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
