@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -14,14 +16,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from pawnet.rundir import RunDir
+
+# The one place the tests name where the real photos are: beside the checkout, as in CI.
 SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
+needs_shared_photos = pytest.mark.skipif(
+    not SHARED_PHOTOS.is_dir(), reason=f"the shared photos are not at {SHARED_PHOTOS}"
+)
 
 
 def pytest_configure(config):
     # The tests, and the commands they start, decode into a cache of their own, never the user's.
     os.environ["PAWNET_CACHE"] = tempfile.mkdtemp(prefix="pawnet-test-cache-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.pop("PAWNET_CACHE", ""), ignore_errors=True)
 
 
 def pattern(kind: str, size: int = 48, seed: int = 0) -> np.ndarray:
@@ -127,3 +140,30 @@ def patch_model(tmp_path_factory):
     import pawnet
 
     return pawnet.train(root / "data", epochs=8, out=root / "run", log=lambda *_: None)
+
+
+# A short run on a small tutorial-layout data set, shared by the resume, device and torchrun tests.
+TRAIN = ["--epochs", "4", "--img-size", "32", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("runs") / "data", layout="tutorial", n=40, size=32)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """An uninterrupted run, to compare interrupted and distributed runs with."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    r = run_cli("train", data, *TRAIN, "--out", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv") as fh:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+
+
+def final_weights(run: Path) -> dict:
+    return torch.load(RunDir(run).checkpoint, weights_only=True)["model"]

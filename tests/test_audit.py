@@ -9,9 +9,9 @@ from PIL import Image, ImageOps
 import pawnet
 from pawnet import audit
 
-from conftest import SHARED_PHOTOS, run_cli
+from conftest import SHARED_PHOTOS, needs_shared_photos, run_cli
 
-pytestmark = pytest.mark.skipif(not SHARED_PHOTOS.is_dir(), reason=f"the shared photos are not at {SHARED_PHOTOS}")
+pytestmark = needs_shared_photos
 
 
 def _pick(split, cls, n, skip=0):

@@ -11,7 +11,7 @@ import pawnet
 from pawnet.loader import DEFAULT_MODEL
 from pawnet.onnx_export import _batch_axis_is_dynamic
 
-from conftest import SHARED_PHOTOS, make_dataset, pattern, run_cli
+from conftest import SHARED_PHOTOS, make_dataset, needs_shared_photos, pattern, run_cli
 
 BLOCK_TORCH = """
 import sys, importlib.abc
@@ -121,7 +121,7 @@ def test_default_model_is_small_and_loads():
     assert clf.config["metrics"]["val_accuracy"] >= 0.985
 
 
-@pytest.mark.skipif(not SHARED_PHOTOS.is_dir(), reason=f"the shared photos are not at {SHARED_PHOTOS}")
+@needs_shared_photos
 def test_default_model_predicts_a_real_cat_without_a_model_argument(tmp_path):
     source = sorted((SHARED_PHOTOS / "test_set" / "cats").iterdir())[0]
     photo = tmp_path / "photo.jpg"

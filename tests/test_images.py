@@ -1,5 +1,7 @@
 """The one preprocessing path, and every kind of awkward file it meets."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -149,3 +151,37 @@ def test_cache_notices_a_changed_file(tmp_path):
     assert cached_decode([path], PREP).pixels[0, 0, 0, 0] == 255
     Image.new("RGB", (60, 50), (0, 0, 255)).save(path)  # a new size changes the key even within one mtime tick
     assert cached_decode([path], PREP).pixels[0, 0, 0, 0] == 0
+
+
+def test_cache_hands_back_pages_so_resident_memory_stays_bounded(tmp_path, monkeypatch):
+    if not Path("/proc/self/smaps").exists():
+        pytest.skip("resident memory per mapping is read from Linux's /proc/self/smaps")
+    from PIL import Image
+
+    prep = Preprocessing(size=64)
+    files = []
+    for i in range(400):  # 400 x 12 KB = 4.9 MB of pixels
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8)).save(files[-1])
+    monkeypatch.setenv("PAWNET_CACHE", str(tmp_path / "cache"))
+    cached_decode(files, prep)
+    pixels = cached_decode(files, prep).pixels
+    assert isinstance(pixels, MappedPixels)
+
+    def resident_kb():
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+        total, inside = 0, False
+        for line in lines:
+            if line[:1].isalnum() and "-" in line.split()[0]:
+                inside = line.endswith(".pixels")
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+        return total
+
+    monkeypatch.setattr(MappedPixels, "RELEASE_BYTES", 1 << 20)
+    peak = 0
+    for start in range(0, len(pixels), 20):
+        assert np.array_equal(pixels[start : start + 20][0], load_pixels(files[start], prep))
+        peak = max(peak, resident_kb())
+    # Without handing pages back the whole 4.9 MB file ends up resident.
+    assert peak < 2.5 * 1024

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from conftest import SHARED_PHOTOS, run_cli
+from conftest import SHARED_PHOTOS, needs_shared_photos, run_cli
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not SHARED_PHOTOS.is_dir(), reason=f"the shared photos are not at {SHARED_PHOTOS}"),
+    needs_shared_photos,
 ]
 
 

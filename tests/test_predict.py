@@ -1,0 +1,72 @@
+"""predict and evaluate, through the command line and the Python API, on images made here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pawnet
+from pawnet.cli import main
+
+from conftest import pattern, read_json
+
+
+def test_evaluate_json_has_the_contracts_fields(trained_model, capsys):
+    assert main(["evaluate", str(trained_model), str(trained_model.parent / "data"), "--json"]) == 0
+    result = read_json(capsys.readouterr().out)
+    for key in ("accuracy", "loss", "n_images", "n_skipped", "classes", "per_class", "confusion_matrix"):
+        assert key in result
+    assert result["data"].endswith("test_set") and result["n_images"] == 16
+    assert set(result["per_class"]["horizontal"]) == {"precision", "recall", "f1", "support"}
+    assert sum(map(sum, result["confusion_matrix"])) == 16
+
+
+def test_evaluate_table(trained_model, capsys):
+    assert main(["evaluate", str(trained_model), str(trained_model.parent / "data" / "test_set")]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "confusion matrix" in out and "horizontal" in out
+
+
+def test_predict_files_and_folders_with_an_unreadable_file(trained_model, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(pattern("vertical", 48, seed=99)).save(folder / "v.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    single = tmp_path / "h.png"
+    Image.fromarray(pattern("horizontal", 48, seed=98)).save(single)
+    assert main(["predict", str(trained_model), str(single), str(folder), "--json"]) == 0
+    captured = capsys.readouterr()
+    results = read_json(captured.out)
+    assert [r["path"] for r in results] == [str(single), str(folder / "broken.jpg"), str(folder / "v.png")]
+    ok = results[0]
+    assert ok["label"] in ("horizontal", "vertical")
+    assert ok["probability"] == max(ok["probabilities"].values())
+    assert sum(ok["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    assert "error" in results[1] and "label" not in results[1]
+    assert "1 of 3 files could not be read" in captured.err
+
+
+def test_predict_table_line(trained_model, tmp_path, capsys):
+    path = tmp_path / "cat_or_dog_1.png"
+    Image.fromarray(pattern("horizontal", 48, seed=5)).save(path)
+    assert main(["predict", str(trained_model), str(path)]) == 0
+    line = capsys.readouterr().out.strip()
+    name, label, prob = line.split()
+    assert name == str(path) and label in ("horizontal", "vertical") and 0.5 <= float(prob) <= 1
+
+
+def test_python_api_predicts_arrays_and_pil_images(trained_model):
+    clf = pawnet.load(trained_model)
+    img = pattern("vertical", 48, seed=3)
+    by_array, by_pil = clf.predict([img, Image.fromarray(img)])
+    assert by_array["probabilities"] == by_pil["probabilities"]
+    assert by_array["path"] == "<image 0>"
+
+
+def test_tta_averages_with_the_mirror_image(trained_model):
+    clf = pawnet.load(trained_model)
+    img = pattern("disc", 32, seed=1)
+    plain = clf.probabilities(img[None])
+    mirrored = clf.probabilities(img[None, :, ::-1].copy())
+    assert np.allclose(clf.probabilities(img[None], tta=True), (plain + mirrored) / 2, atol=1e-6)

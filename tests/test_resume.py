@@ -1,0 +1,74 @@
+"""Runs that survive kill -9 at any moment and resume to what an uninterrupted run gives."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pawnet.errors import UserError
+from pawnet.rundir import CHECKPOINT_FORMAT, RunDir
+
+from conftest import TRAIN, final_weights, rows, run_cli
+
+HERE = Path(__file__).parent
+
+
+@pytest.mark.parametrize("moment", ["decode", "step:7", "checkpoint:2", "checkpoint:4"])
+def test_kill_9_at_any_moment_then_resume_equals_an_uninterrupted_run(moment, data, reference, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PAWNET_CACHE": str(tmp_path / "cold-cache")}  # so that decoding happens
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "stall.py"), moment, "train", str(data), *TRAIN, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    for line in child.stdout:
+        if line.strip() == "STALLED":
+            break
+    else:
+        pytest.fail(f"the run ended (exit {child.wait()}) before reaching {moment}")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+
+    r = run_cli("train", "--resume", out)
+    assert r.returncode == 0, r.stderr
+    assert rows(out) == rows(reference)  # every epoch once, with the same figures
+    assert [row["epoch"] for row in rows(out)] == ["1", "2", "3", "4"]
+    assert (out / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    resumed = final_weights(out)
+    for name, tensor in final_weights(reference).items():
+        assert torch.equal(resumed[name], tensor), name
+    assert not list(out.glob(".*.tmp")), "a killed write's temporary file was left behind"
+    assert (out / "report.html").exists()
+
+
+def test_resume_of_a_finished_run_says_so(reference, tmp_path):
+    run = shutil.copytree(reference, tmp_path / "run")
+    r = run_cli("train", "--resume", run)
+    assert r.returncode == 0
+    assert "finished already" in r.stdout
+    assert (run / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+
+
+def test_resume_refuses_what_is_not_a_run_and_new_settings(reference, tmp_path):
+    for target in (tmp_path, tmp_path / "missing"):
+        r = run_cli("train", "--resume", target)
+        assert r.returncode == 2 and "not a pawnet training run" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("train", "--resume", reference, "--epochs", "9")
+    assert r.returncode == 2 and "drop --epochs" in r.stderr
+
+
+def test_a_checkpoint_holding_code_is_refused(tmp_path):
+    torch.save({"format": CHECKPOINT_FORMAT, "payload": Path("x")}, RunDir(tmp_path).checkpoint)
+    with pytest.raises(UserError, match="unreadable checkpoint"):
+        RunDir(tmp_path).load_checkpoint()
