@@ -46,6 +46,9 @@ class Architecture:
     pretrained: Callable[[], dict] | None = None
     # The tutorial's network ends in one sigmoid unit: it tells two classes apart, no more.
     two_classes_only: bool = False
+    # For a pretrained network, the recipe that trains every weight (`--finetune`): slower than a
+    # head on frozen features, for users with a GPU or time.
+    finetune: Recipe | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -93,6 +96,17 @@ ARCHITECTURES: dict[str, Architecture] = {
             train="head",
         ),
         pretrained=imagenet_weights,
+        finetune=Recipe(
+            Preprocessing(size=224, **EfficientNetLite0.pretrained_input),
+            augment.Augmentation(zoom=(0.8, 1.1), translate=0.05, hflip=True),
+            epochs=4,
+            batch_size=32,
+            optimizer="adamw",
+            lr=3e-4,
+            weight_decay=0.05,
+            schedule="onecycle",
+            label_smoothing=0.1,
+        ),
     ),
 }
 

@@ -78,6 +78,13 @@ def _train_parser(sub) -> None:
         ),
     )
     t.add_argument(
+        "--finetune",
+        action="store_true",
+        default=None,
+        help="train every weight of a pretrained network (efficientnet_lite0), not a head on its frozen features: "
+        "slower, for a GPU or time",
+    )
+    t.add_argument(
         "--no-cache",
         dest="use_cache",
         action="store_false",

@@ -22,6 +22,7 @@ class RunSettings:
     seed: int = 0
     precision: str = "auto"
     use_cache: bool = True
+    finetune: bool = False
 
     def __post_init__(self):
         # Paths are kept as text: the settings go into config.json as they are.
@@ -30,6 +31,11 @@ class RunSettings:
             object.__setattr__(self, "val", str(self.val))
         if self.arch not in ARCHITECTURES:
             raise UserError(f"unknown architecture {self.arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+        if self.finetune and ARCHITECTURES[self.arch].finetune is None:
+            fine = [name for name, a in ARCHITECTURES.items() if a.finetune is not None]
+            raise UserError(
+                f"--finetune is for pretrained networks ({', '.join(fine)}); {self.arch} trains whole already"
+            )
 
     @classmethod
     def names(cls) -> list[str]:
@@ -43,8 +49,10 @@ class RunSettings:
         return cls(**{k: v for k, v in d.items() if k in cls.names()})
 
     def recipe(self) -> Recipe:
-        """The architecture's recipe with this run's epochs, batch size and image size."""
-        recipe = ARCHITECTURES[self.arch].recipe
+        """The architecture's recipe (or its fine-tuning one) with this run's epochs, batch size and
+        image size."""
+        entry = ARCHITECTURES[self.arch]
+        recipe = entry.finetune if self.finetune else entry.recipe
         recipe = replace(
             recipe,
             epochs=_given(self.epochs, recipe.epochs),

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -89,3 +90,23 @@ def test_data_refused_at_the_start_leaves_no_run_directory(tmp_path):
         r = run_cli("train", data, "--out", tmp_path / "run")
         assert r.returncode == 2, r.stderr
         assert not (tmp_path / "run").exists()  # so the same --out works once the data is fixed
+
+
+def test_finetune_trains_every_weight_of_the_pretrained_network(tmp_path):
+    from pawnet.models import imagenet_weights
+
+    data = make_dataset(tmp_path / "d", n=8)
+    clf = pawnet.train(
+        data, arch="efficientnet_lite0", finetune=True, epochs=1, img_size=32, out=tmp_path / "run", log=lambda *_: None
+    )
+    assert clf.config["training"]["train"] == "all" and clf.config["run"]["finetune"] is True
+    saved = load_file(str(tmp_path / "run" / "model.safetensors"))
+    body = "backbone._conv_stem.weight"
+    assert body in saved  # the whole network is saved, not just the head
+    assert not torch.equal(saved[body], imagenet_weights()["_conv_stem.weight"])  # and the body was trained
+
+
+def test_finetune_is_refused_for_networks_trained_whole_already(tmp_path):
+    data = make_dataset(tmp_path / "d", n=4)
+    result = run_cli("train", data, "--arch", "small", "--finetune", "--out", tmp_path / "run")
+    assert result.returncode == 2 and "--finetune is for pretrained networks" in result.stderr
