@@ -15,31 +15,31 @@ import sys
 import tempfile
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import pawnet
-from pawnet.modeldir import CONFIG, WEIGHTS, write_json
-from pawnet.predictor import DEFAULT_MODEL
+from pawnet.loader import DEFAULT_MODEL
+from pawnet.rundir import RunDir
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
 
 
 def main() -> int:
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA
+    shipped = RunDir(DEFAULT_MODEL)
     with tempfile.TemporaryDirectory() as tmp:
         clf = pawnet.train(data, arch="efficientnet_lite0", seed=0, out=Path(tmp) / "run")
-        head = {k: v for k, v in load_file(str(clf.path / WEIGHTS)).items() if k.startswith("head.")}
+        head = {k: v for k, v in load_file(str(RunDir(clf.path).weights)).items() if k.startswith("head.")}
         config = {**clf.config, "weights": "head"}
         config["data"] = {**config["data"], "train": "cats-vs-dogs (Kaggle Dogs vs. Cats photos): training_set/"}
         shutil.rmtree(DEFAULT_MODEL, ignore_errors=True)
-        DEFAULT_MODEL.mkdir()
-        save_file(head, str(DEFAULT_MODEL / WEIGHTS))
-        write_json(DEFAULT_MODEL / CONFIG, config)
-    shipped = pawnet.load()
-    result = shipped.evaluate(data)
+        shipped.create()
+        shipped.save_weights(head)
+        shipped.write_config(config)
+    result = pawnet.load().evaluate(data)
     print(
         f"default model: {result['accuracy']:.4f} on {result['data']} ({result['n_images']} photos); "
-        f"{(DEFAULT_MODEL / WEIGHTS).stat().st_size:,} bytes of weights in {DEFAULT_MODEL}"
+        f"{shipped.weights.stat().st_size:,} bytes of weights in {DEFAULT_MODEL}"
     )
     return 0
 
