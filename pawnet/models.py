@@ -1,4 +1,4 @@
-"""The networks pawnet trains, each registered under the name `--arch` takes.
+"""The networks pawnet trains (`architectures.py` registers each under the name `--arch` takes).
 
 Every network takes a float batch of 0-255 RGB pixels, (N, 3, size, size), and normalises it
 itself, so the normalisation travels with the weights (into ONNX too) and cannot be forgotten.
