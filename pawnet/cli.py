@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .errors import DownloadError, UserError
+from .errors import DownloadError, Interrupted, UserError
 from .version import __version__
 
 
@@ -300,6 +300,8 @@ def _data(args) -> int:
     )
     for split, counts in report["classes"].items():
         print(f"  {split}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    for line in report["warnings"]:
+        print(f"warning: {line}")
     if report["class_balance"]:
         flag = "  (imbalanced: training weighs the classes)" if report["class_balance"] > 1.5 else ""
         print(f"  largest class / smallest: {report['class_balance']:.2f}{flag}")
@@ -356,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     except DownloadError as e:
         print(f"pawnet: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("pawnet: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print("pawnet: interrupted" + (f"; {e}" if isinstance(e, Interrupted) else ""), file=sys.stderr)
         return 130
     except Exception as e:  # a bug, not a user mistake: say so in one line unless asked for more
         if os.environ.get("PAWNET_DEBUG"):
