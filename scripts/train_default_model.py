@@ -18,8 +18,10 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 import pawnet
-from pawnet.modeldir import CONFIG, WEIGHTS, write_json
-from pawnet.predictor import DEFAULT_MODEL
+from pawnet.loader import DEFAULT_MODEL
+from pawnet.rundir import RunDir, write_json
+
+CONFIG, WEIGHTS = RunDir.CONFIG, RunDir.WEIGHTS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
 
