@@ -174,3 +174,41 @@ def test_empty_and_unreadable_files_are_not_duplicates_of_each_other(tmp_path, c
     status, out = _data_check(data, capsys)
     assert "unreadable  " + str(data / "test_set" / "vertical" / "notes.png") + ": not an image Pillow can read" in out
     assert "BytesIO" not in out
+
+
+def test_a_file_of_mode_000_is_unreadable_for_a_user_who_may_not_read_it():
+    """The real PermissionError: as a user other than root (root reads mode 000), as `nobody`
+    through setpriv when the tests run as root."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    as_user = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root, and no setpriv to run as another user")
+        as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    root = Path(tempfile.mkdtemp(prefix="pawnet-mode-000-"))
+    try:
+        root.chmod(0o777)
+        data = make_dataset(root / "d", layout="tutorial", n=8)
+        for d in [data, *data.rglob("*")]:
+            d.chmod(0o755 if d.is_dir() else 0o644)
+        locked = data / "training_set" / "vertical" / "1.png"
+        locked.chmod(0)
+        env = {**os.environ, "PAWNET_CACHE": str(root / "cache"), "PYTHONPATH": str(Path(__file__).parents[1])}
+
+        def pawnet(*args):
+            command = [*as_user, sys.executable, "-m", "pawnet", *map(str, args)]
+            return subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=300)
+
+        r = pawnet("data", "check", data)
+        assert r.returncode == 0, r.stderr
+        assert f"unreadable  {locked}: permission denied" in r.stdout
+        r = pawnet("train", data, "--epochs", "1", "--img-size", "32", "--out", root / "run")
+        assert r.returncode == 0, r.stderr
+        assert f"skipped {locked}: permission denied" in r.stdout
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
