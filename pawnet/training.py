@@ -250,7 +250,7 @@ def _class_weights(counts: list[int]) -> torch.Tensor | None:
 
 
 def _build_network(run: Run) -> None:
-    """The network and its optimiser, seeded so that a CPU run repeats exactly."""
+    """The network and its optimiser, seeded so that a CPU run repeats exactly on the same machine."""
     recipe, device = run.recipe, run.device
     torch.manual_seed(run.settings.seed)
     if device.type == "cpu":  # processes sharing a machine share its cores

@@ -78,3 +78,24 @@ def test_user_mistakes_exit_2_with_one_line(trained_model, tmp_path, args, messa
 def test_console_script_entry_and_version():
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("pawnet ")
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import argparse
+
+    from pawnet.cli import _parser
+
+    def commands(parser, prefix):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from commands(sub, f"{prefix} {name}")
+        yield prefix, parser
+
+    silent = [
+        f"{name} {action.option_strings[0] if action.option_strings else action.metavar}"
+        for name, parser in commands(_parser(), "pawnet")
+        for action in parser._actions
+        if not action.help and not isinstance(action, argparse._SubParsersAction)
+    ]
+    assert not silent, silent
