@@ -72,9 +72,12 @@ class Labelled:
         """One line for each folder left out and for the images whose names carry no label."""
         lines = [f"{folder}: {why}" for folder, why in self.left_out.items()]
         if self.unlabelled:
+            n, first = len(self.unlabelled), self.unlabelled[0]
+            these = (
+                f"{n} images in {first.parent} ignored: their names are" if n > 1 else f"{first} ignored: its name is"
+            )
             lines.append(
-                f"{len(self.unlabelled)} images in {self.unlabelled[0].parent} ignored: their names are not "
-                f"LABEL.NUMBER.ext like cat.12.jpg (such as {self.unlabelled[0].name})"
+                f"{these} not LABEL.NUMBER.ext like cat.12.jpg" + (f" (such as {first.name})" if n > 1 else "")
             )
         return lines
 
