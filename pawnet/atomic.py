@@ -6,6 +6,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import UserError
+
 
 @contextmanager
 def replacing(path: Path, durable: bool = False):
@@ -74,3 +76,16 @@ def _running(pid: int) -> bool:
     except PermissionError:  # alive, and someone else's
         pass
     return True
+
+
+def make_parent(path) -> Path:
+    """Make the folder an output file goes into (with its parents), before the work that fills
+    it starts; a folder that cannot be made is a UserError then, not a crash at the end."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in [path.parent, *path.parent.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file" if blocker else (e.strerror or type(e).__name__)
+        raise UserError(f"{path.parent}: cannot make the folder ({why})") from None
+    return path

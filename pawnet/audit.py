@@ -28,9 +28,9 @@ from PIL import Image
 
 from .atomic import write_text
 from .cache import cache_dir, cpu_count, stamp
-from .data import TEST_DIR, TRAIN_DIR, has_tutorial_layout, read_folder
+from .data import MANIFEST, TEST_DIR, TRAIN_DIR, has_tutorial_layout, quarantine_folder, read_folder
 from .errors import UserError
-from .images import MAX_PIXELS
+from .images import MAX_PIXELS, reason
 from .progress import bar
 
 # Perceptual hashes (64 bits) this many bits apart or fewer are near duplicates. Chosen from
@@ -48,7 +48,7 @@ FORMATS = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
 }
-AUDIT_VERSION = 1
+AUDIT_VERSION = 2  # raised when what a file's entry holds changes: older entries are not reused
 
 
 def _phash(img: Image.Image) -> tuple[int, int]:
@@ -62,8 +62,13 @@ def _phash(img: Image.Image) -> tuple[int, int]:
 
 def inspect_file(path: Path) -> dict:
     """Everything the check needs to know about one file."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:  # a file we may not read is a finding like any unreadable one
+        return {"sha256": None, "bytes": None, "error": reason(e)}
     info = {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+    if not raw:
+        return {**info, "error": "empty file"}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -76,21 +81,23 @@ def inspect_file(path: Path) -> dict:
             img.load()
             info["phash"], info["phash_mirror"] = _phash(img)
     except Exception as e:  # any decoder failure is a finding about the file, not a crash
-        info["error"] = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        info["error"] = reason(e)[:200]
     return info
 
 
-def _files(root: Path):
-    """(path, split, class) for every image, in the layouts `pawnet train` reads."""
+def _files(root: Path) -> tuple[list, list[str]]:
+    """(path, split, class) for every image, in the layouts `pawnet train` reads; and what was
+    left out (empty class folders, pawnet's own folders, names without a label), one line each."""
     splits = (
         [(root / TRAIN_DIR, TRAIN_DIR), (root / TEST_DIR, TEST_DIR)] if has_tutorial_layout(root) else [(root, "data")]
     )
-    out = []
+    out, warnings = [], []
     for folder, split in splits:
         found = read_folder(folder)
         out += [(f, split, found.classes[y]) for f, y in zip(found.files, found.labels)]
         out += [(f, split, None) for f in found.unlabelled]
-    return out
+        warnings += found.warnings()
+    return out, warnings
 
 
 class _Memo:
@@ -138,7 +145,8 @@ def check(data, use_cache: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) ->
     if not root.is_dir():
         raise UserError(f"{root}: no such folder")
     start = time.perf_counter()
-    entries = [{"path": str(f), "split": s, "class": c} for f, s, c in _files(root)]
+    files, warnings = _files(root)
+    entries = [{"path": str(f), "split": s, "class": c} for f, s, c in files]
     from_cache = _inspect(entries, _Memo(root) if use_cache else None)
     seconds = time.perf_counter() - start
     findings = _findings(entries, near_bits)
@@ -154,6 +162,7 @@ def check(data, use_cache: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) ->
         "classes": total,
         "class_balance": balance,  # largest class / smallest; training weighs classes above 1.5
         "near_duplicate_bits": near_bits,
+        "warnings": warnings,
         "summary": {
             "unreadable": len(findings["unreadable"]),
             "extension_mismatch": len(findings["extension_mismatch"]),
@@ -193,7 +202,7 @@ def _inspect(entries: list[dict], memo: _Memo | None) -> int:
 def _findings(entries: list[dict], near_bits: int) -> dict:
     readable = [e for e in entries if "error" not in e]
     by_hash = defaultdict(list)
-    for e in entries:
+    for e in readable:  # unreadable files (two empty ones, say) are not copies of a photo
         by_hash[e["sha256"]].append(e)
     return {
         "unreadable": [{"path": e["path"], "why": e["error"]} for e in entries if "error" in e],
@@ -259,21 +268,22 @@ def _near_duplicates(entries: list[dict], bits: int) -> list[dict]:
 
 
 def train_test_leaks(train_files, val_files) -> list[list[str]]:
-    """Validation files whose bytes also appear in the training set: [validation, training] pairs."""
+    """Validation files whose bytes also appear in the training set: [validation, training] pairs.
+
+    Files that cannot be read, and empty ones, are no one's copies: they are skipped, not paired.
+    """
 
     def digest(f):
-        return hashlib.sha256(Path(f).read_bytes()).hexdigest()
+        try:
+            raw = Path(f).read_bytes()
+        except OSError:
+            return None
+        return hashlib.sha256(raw).hexdigest() if raw else None
 
     with ThreadPoolExecutor(cpu_count()) as pool:
         train = dict(zip(pool.map(digest, train_files), map(str, train_files)))
+        train.pop(None, None)
         return [[str(v), train[d]] for v, d in zip(val_files, pool.map(digest, val_files)) if d in train]
-
-
-MANIFEST = "manifest.json"
-
-
-def quarantine_folder(root: Path) -> Path:
-    return root.parent / f"{root.name}.quarantine"
 
 
 def fix(report: dict) -> list[dict]:

@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .errors import DownloadError, UserError
+from .errors import DownloadError, Interrupted, UserError
 from .version import __version__
 
 
@@ -67,7 +67,9 @@ def _train_parser(sub) -> None:
         help="photos per step, over all processes under torchrun (default: the architecture's)",
     )
     t.add_argument("--img-size", type=int, help="side of the square input in pixels (default: the architecture's)")
-    t.add_argument("--seed", type=int, help="random seed (default 0); the same seed repeats a CPU run exactly")
+    t.add_argument(
+        "--seed", type=int, help="random seed (default 0); the same seed repeats a run exactly on the same machine"
+    )
     t.add_argument("--out", metavar="DIR", help="model directory to write (default: runs/trainN)")
     t.add_argument(
         "--precision",
@@ -94,14 +96,19 @@ def _train_parser(sub) -> None:
     t.add_argument("--json", action="store_true", help="print the final metrics as JSON (the log goes to stderr)")
 
 
+MODEL_HELP = "a model directory, an exported .onnx file, or default (the cats-vs-dogs model shipped with pawnet)"
+
+
 def _evaluate_parser(sub) -> None:
     e = sub.add_parser("evaluate", help="measure a model on a labelled folder")
-    e.add_argument("model", metavar="MODEL")
-    e.add_argument("data", metavar="DATA")
+    e.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    e.add_argument(
+        "data", metavar="DATA", help="labelled photos in any layout train reads (test_set/ of the tutorial's)"
+    )
     e.add_argument("--tta", action="store_true", help="average each photo with its mirror image")
     e.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report, top losses included")
     e.add_argument("--no-cache", action="store_true", help="decode the photos again instead of reading the disk cache")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--json", action="store_true", help="print the results as one JSON object")
 
 
 def _predict_parser(sub) -> None:
@@ -110,32 +117,34 @@ def _predict_parser(sub) -> None:
         "paths",
         metavar="[MODEL] PATH",
         nargs="+",
-        help="a model directory or .onnx file (default: the cats-vs-dogs model shipped with pawnet), "
-        "then image files or folders of them",
+        help="a model directory, .onnx file or default (when left out: the cats-vs-dogs model shipped with "
+        "pawnet), then image files or folders of them",
     )
     r.add_argument("--tta", action="store_true", help="average each photo with its mirror image")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
 
 
 def _explain_parser(sub) -> None:
     x = sub.add_parser("explain", help="where the network looked (Grad-CAM), or the tutorial's steps drawn")
-    x.add_argument("model", metavar="MODEL")
-    x.add_argument("image", metavar="IMAGE")
-    x.add_argument("--out", metavar="PNG", help="figure to write (default: IMAGE's name + _gradcam.png or _steps.png)")
+    x.add_argument("model", metavar="MODEL", help=MODEL_HELP.replace(", an exported .onnx file,", ""))
+    x.add_argument("image", metavar="IMAGE", help="the photo to explain")
+    x.add_argument(
+        "--out", metavar="PNG", help="figure to write (default: runs/explain/IMAGE's name + _gradcam.png or _steps.png)"
+    )
     x.add_argument("--steps", action="store_true", help="draw the photo's way through the tutorial's four steps")
     x.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class instead of the predicted one")
     x.add_argument("--layer", metavar="NAME", help="feature layer to explain (default: the last convolutional one)")
-    x.add_argument("--json", action="store_true")
+    x.add_argument("--json", action="store_true", help="print the label, probabilities and figure as JSON")
 
 
 def _export_parser(sub) -> None:
     o = sub.add_parser("export", help="a portable model (ONNX), checked against PyTorch")
-    o.add_argument("model", metavar="MODEL")
-    o.add_argument("--format", choices=["onnx"], default="onnx")
-    o.add_argument("--out", metavar="FILE", help="default: MODEL/model.onnx")
+    o.add_argument("model", metavar="MODEL", help=MODEL_HELP.replace(", an exported .onnx file,", ""))
+    o.add_argument("--format", choices=["onnx"], default="onnx", help="onnx (the only one)")
+    o.add_argument("--out", metavar="FILE", help="default: MODEL/model.onnx (for default: runs/export/default.onnx)")
     o.add_argument("--quantize", action="store_true", help="int8 weights (onnxruntime dynamic quantization)")
     o.add_argument("--check", metavar="DATA", help="labelled folder to measure int8's accuracy change on")
-    o.add_argument("--json", action="store_true")
+    o.add_argument("--json", action="store_true", help="print what was written and checked as JSON")
 
 
 def _serve_parser(sub) -> None:
@@ -147,7 +156,7 @@ def _serve_parser(sub) -> None:
         help="model directory or .onnx file (default: the shipped cats-vs-dogs model)",
     )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     s.add_argument("--token", help="require Authorization: Bearer TOKEN on /predict, /explain and /model")
     s.add_argument("--max-upload-mb", type=float, default=20, help="largest image file accepted")
     s.add_argument("--max-files", type=int, default=64, help="most images in one request")
@@ -157,18 +166,18 @@ def _data_parser(sub) -> None:
     d = sub.add_parser("data", help="audit a data set, or fetch the public one")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     c = dsub.add_parser("check", help="unreadable files, wrong extensions, odd modes and sizes, duplicates, leakage")
-    c.add_argument("data", metavar="DATA")
+    c.add_argument("data", metavar="DATA", help="the folder to check, in any layout train reads")
     c.add_argument("--fix", action="store_true", help="move unreadable files and redundant copies to DATA.quarantine/")
     c.add_argument("--no-cache", action="store_true", help="inspect every file again")
     c.add_argument("--json", action="store_true", help="print every finding, not just the summary")
     rs = dsub.add_parser("restore", help="put back what check --fix moved aside")
-    rs.add_argument("data", metavar="DATA")
+    rs.add_argument("data", metavar="DATA", help="the folder whose DATA.quarantine/ to empty back into it")
     dl = dsub.add_parser("download", help="fetch the Dogs vs. Cats photos (or any archive of class folders)")
-    dl.add_argument("dest", metavar="DEST", nargs="?", default="datasets")
+    dl.add_argument("dest", metavar="DEST", nargs="?", default="datasets", help="folder to write (default: datasets)")
     dl.add_argument("--source", default="petimages", help="a known source (petimages) or a URL")
     dl.add_argument("--sha256", metavar="HEX", help="expected checksum of the archive")
     dl.add_argument("--split", type=float, default=0.2, help="fraction of each class for test_set/")
-    dl.add_argument("--seed", type=int, default=0)
+    dl.add_argument("--seed", type=int, default=0, help="random seed of the split (default 0)")
 
 
 def _train(args) -> int:
@@ -224,9 +233,9 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from .loader import is_model, load
+    from .loader import load
 
-    model, paths = (args.paths[0], args.paths[1:]) if is_model(args.paths[0]) else (None, args.paths)
+    model, paths = _model_and_paths(args.paths)
     if not paths:
         raise UserError(f"no images to predict: name image files or folders after the model {model}")
     results = load(model).predict(paths, tta=args.tta)
@@ -245,6 +254,26 @@ def _predict(args) -> int:
     if failed:
         print(f"pawnet: {len(failed)} of {len(results)} files could not be read", file=sys.stderr)
     return 2 if len(failed) == len(results) else 0
+
+
+def _model_and_paths(paths: list[str]) -> tuple[str | None, list[str]]:
+    """`predict [MODEL] PATH...`: the first path is the model where it is one. Where it is not,
+    and other paths follow, a first path that is no photo and holds none was meant as a model
+    (a mistyped runs/seed): an error, rather than the shipped model's labels of the rest."""
+    from .data import collect_images
+    from .images import is_image_file
+    from .loader import is_model
+
+    first, rest = paths[0], paths[1:]
+    if is_model(first):
+        return first, rest
+    if rest:
+        path = Path(first)
+        if not path.exists() and not is_image_file(path):
+            raise UserError(f"{first}: no such model directory (or image)")
+        if path.is_dir() and not collect_images([path]):
+            raise UserError(f"{first}: not a model directory (no config.json), and it holds no images")
+    return None, paths
 
 
 def _explain(args) -> int:
@@ -307,6 +336,8 @@ def _data(args) -> int:
     )
     for split, counts in report["classes"].items():
         print(f"  {split}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    for line in report["warnings"]:
+        print(f"warning: {line}")
     if report["class_balance"]:
         flag = "  (imbalanced: training weighs the classes)" if report["class_balance"] > 1.5 else ""
         print(f"  largest class / smallest: {report['class_balance']:.2f}{flag}")
@@ -363,8 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     except DownloadError as e:
         print(f"pawnet: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("pawnet: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print("pawnet: interrupted" + (f"; {e}" if isinstance(e, Interrupted) else ""), file=sys.stderr)
         return 130
     except Exception as e:  # a bug, not a user mistake: say so in one line unless asked for more
         if os.environ.get("PAWNET_DEBUG"):

@@ -2,13 +2,17 @@
 
 - class folders: DATA/cats/*.jpg, DATA/dogs/*.jpg (nested folders inside a class are fine);
 - the tutorial's layout: DATA/training_set/<class>/... and DATA/test_set/<class>/...;
-- a flat folder of Kaggle-style names: DATA/cat.12.jpg, DATA/dog.7.jpg (the label is the prefix).
+- a flat folder of Kaggle-style names: DATA/cat.12.jpg, DATA/dog.7.jpg (LABEL.NUMBER.ext; the
+  label is the prefix; other names are ignored, and said to be).
 
-Class names are sorted, and a class's index is its position in that order everywhere.
+Class names are sorted, and a class's index is its position in that order everywhere. Folders
+pawnet wrote itself (a run folder, a quarantine) are never read as photos, and every folder or
+file left out is named in `Labelled.warnings()`.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -16,9 +20,26 @@ from pathlib import Path
 
 from .errors import UserError
 from .images import is_image_file
+from .rundir import RunDir
 
 TRAIN_DIR, TEST_DIR = "training_set", "test_set"
-_KAGGLE_NAME = re.compile(r"^([A-Za-z][A-Za-z_ -]*?)[._-]\d")
+# Kaggle's names, LABEL.NUMBER.ext: cat.12.jpg. Names like big_8000.jpg are not labels.
+_KAGGLE_NAME = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*)\.\d+\.[A-Za-z0-9]+$")
+MANIFEST = "manifest.json"
+
+
+def quarantine_folder(root: Path) -> Path:
+    """Where `pawnet data check --fix` moves files of DATA aside: DATA.quarantine, beside it."""
+    return root.parent / f"{root.name}.quarantine"
+
+
+def pawnets_own(folder: Path) -> str | None:
+    """What pawnet wrote `folder` as, where it did: its images are not photos to learn from."""
+    if RunDir.is_run(folder):
+        return "a pawnet run folder"
+    if folder.name.endswith(".quarantine") and (folder / MANIFEST).is_file():
+        return "a quarantine folder of pawnet data check"
+    return None
 
 
 @dataclass
@@ -28,7 +49,8 @@ class Labelled:
     files: list[Path]
     labels: list[int]
     classes: list[str]
-    unlabelled: list[Path] = field(default_factory=list)
+    unlabelled: list[Path] = field(default_factory=list)  # flat layout: images whose names carry no label
+    left_out: dict[Path, str] = field(default_factory=dict)  # folders not read, and why
 
     def __len__(self) -> int:
         return len(self.files)
@@ -39,12 +61,40 @@ class Labelled:
             out[self.classes[y]] += 1
         return out
 
-    def subset(self, indices) -> Labelled:
-        return Labelled([self.files[i] for i in indices], [self.labels[i] for i in indices], self.classes)
+    def subset(self, indices, notes: bool = False) -> Labelled:
+        """The files at `indices`; with `notes`, what was left out too (for one subset only)."""
+        files, labels = [self.files[i] for i in indices], [self.labels[i] for i in indices]
+        if notes:
+            return Labelled(files, labels, self.classes, self.unlabelled, self.left_out)
+        return Labelled(files, labels, self.classes)
+
+    def warnings(self) -> list[str]:
+        """One line for each folder left out and for the images whose names carry no label."""
+        lines = [f"{folder}: {why}" for folder, why in self.left_out.items()]
+        if self.unlabelled:
+            n, first = len(self.unlabelled), self.unlabelled[0]
+            these = (
+                f"{n} images in {first.parent} ignored: their names are" if n > 1 else f"{first} ignored: its name is"
+            )
+            lines.append(
+                f"{these} not LABEL.NUMBER.ext like cat.12.jpg" + (f" (such as {first.name})" if n > 1 else "")
+            )
+        return lines
 
 
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+def _images_under(folder: Path, left_out: dict | None = None) -> list[Path]:
+    """Image files anywhere under `folder`, except in folders pawnet wrote (noted in `left_out`)."""
+    found = []
+    for top, dirs, files in os.walk(folder):
+        top = Path(top)
+        for d in sorted(dirs):
+            why = pawnets_own(top / d)
+            if why:
+                dirs.remove(d)
+                if left_out is not None:
+                    left_out[top / d] = f"{why}; its files are not read as photos"
+        found += [top / f for f in files if is_image_file(top / f) and (top / f).is_file()]
+    return sorted(found)
 
 
 def _check_folder(path) -> Path:
@@ -63,27 +113,16 @@ def read_folder(path, classes: list[str] | None = None) -> Labelled:
     know is an error; without, the classes are the sorted names found, and at least two are needed.
     """
     folder = _check_folder(path)
-    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    by_class: dict[str, list[Path]] = {}
+    by_class, left_out, empty = _class_folders(folder)
     unlabelled: list[Path] = []
-    for d in class_dirs:
-        files = _images_under(d)
-        if files:
-            by_class[d.name] = files
     if not by_class:
-        for f in sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p)):
-            m = _KAGGLE_NAME.match(f.name)
-            if m:
-                by_class.setdefault(m.group(1).lower(), []).append(f)
-            else:
-                unlabelled.append(f)
-    if not by_class:
-        raise UserError(f"{folder}: no images found (expected one subfolder per class, or names like cat.12.jpg)")
-
+        by_class, unlabelled = _flat_names(folder)
+        empty = []
     found = sorted(by_class)
     if classes is None:
         if len(found) < 2:
-            raise UserError(f"{folder}: only one class ({found[0]}) found; a classifier needs at least two")
+            also = f" ({', '.join(d.name for d in empty)} holds no images)" if empty else ""
+            raise UserError(f"{folder}: only one class ({found[0]}) found{also}; a classifier needs at least two")
         classes = found
     else:
         unknown = [c for c in found if c not in classes]
@@ -91,11 +130,52 @@ def read_folder(path, classes: list[str] | None = None) -> Labelled:
             raise UserError(
                 f"{folder}: class {', '.join(unknown)} is not one of the model's classes ({', '.join(classes)})"
             )
+    for d in empty:
+        left_out[d] = f"holds no images, so it is not a class (the classes are {', '.join(found)})"
     files, labels = [], []
     for name in found:
         files += by_class[name]
         labels += [classes.index(name)] * len(by_class[name])
-    return Labelled(files, labels, list(classes), unlabelled)
+    return Labelled(files, labels, list(classes), unlabelled, left_out)
+
+
+def _class_folders(folder: Path) -> tuple[dict[str, list[Path]], dict[Path, str], list[Path]]:
+    """The images of each class folder, the folders pawnet wrote (left out, and why), and the
+    folders without images."""
+    by_class: dict[str, list[Path]] = {}
+    left_out: dict[Path, str] = {}
+    empty: list[Path] = []
+    for d in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        why = pawnets_own(d)
+        if why:
+            left_out[d] = f"{why}; its files are not read as photos"
+            continue
+        files = _images_under(d, left_out)
+        if files:
+            by_class[d.name] = files
+        else:
+            empty.append(d)
+    return by_class, left_out, empty
+
+
+def _flat_names(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
+    """A flat folder's images by the label in their names (cat.12.jpg), and those without one."""
+    by_class: dict[str, list[Path]] = {}
+    unlabelled: list[Path] = []
+    for f in sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p)):
+        m = _KAGGLE_NAME.match(f.name)
+        if m:
+            by_class.setdefault(m.group(1).lower(), []).append(f)
+        else:
+            unlabelled.append(f)
+    if not by_class:
+        if unlabelled:
+            raise UserError(
+                f"{folder}: {len(unlabelled)} images, but no class subfolders and none named like cat.12.jpg "
+                f"(LABEL.NUMBER.ext; such as {unlabelled[0].name})"
+            )
+        raise UserError(f"{folder}: no images found (expected one subfolder per class, or names like cat.12.jpg)")
+    return by_class, unlabelled
 
 
 def has_tutorial_layout(path) -> bool:
@@ -133,7 +213,7 @@ def train_val_split(data, val=None, val_fraction: float = 0.2, seed: int = 0) ->
     if not val_idx:
         raise UserError(f"{folder}: too few images to hold any out for validation; pass --val DIR")
     return (
-        train.subset(sorted(train_idx)),
+        train.subset(sorted(train_idx), notes=True),
         train.subset(sorted(val_idx)),
         f"{round(val_fraction * 100)}% of DATA held out",
     )

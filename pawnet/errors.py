@@ -10,3 +10,10 @@ class DownloadError(Exception):
 
     The command line prints its message as one line and exits with status 1.
     """
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a job that can be continued; the message says how.
+
+    The command line prints "pawnet: interrupted; MESSAGE" and exits with status 130.
+    """

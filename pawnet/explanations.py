@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .atomic import make_parent
 from .errors import UserError
 from .images import ImageError, load_pixels
 from .models import SeedNet, probabilities, to_input
@@ -160,12 +161,17 @@ def block_steps(model: torch.nn.Module, pixels: np.ndarray) -> dict[str, np.ndar
     }
 
 
+def default_figure(image, steps: bool = False) -> Path:
+    """Where `pawnet explain` draws when not told: runs/explain/, named after the photo."""
+    return Path("runs", "explain", f"{Path(image).stem}_{'steps' if steps else 'gradcam'}.png")
+
+
 def explain_figure(
     clf, image, out=None, steps: bool = False, class_name: str | None = None, layer: str | None = None
 ) -> dict:
     """Draw where `clf` looked for its label of `image` (Grad-CAM), or with `steps` the photo's way
-    through the tutorial's steps, into the PNG `out` (default: beside the current folder's
-    IMAGE-name_gradcam.png or _steps.png). Returns what was drawn: label, probabilities, figure."""
+    through the tutorial's steps, into the PNG `out` (default: runs/explain/IMAGE-name_gradcam.png
+    or _steps.png; folders are made). Returns what was drawn: label, probabilities, figure."""
     from .plots import block_steps_figure, gradcam_figure, seed_steps_figure
 
     if not clf.explainable:
@@ -174,7 +180,7 @@ def explain_figure(
         pixels = load_pixels(image, clf.preprocessing)
     except ImageError as e:
         raise UserError(f"{image}: {e}") from None
-    out = Path(out or f"{Path(image).stem}_{'steps' if steps else 'gradcam'}.png")
+    out = make_parent(out or default_figure(image, steps))
     summary = {"image": str(image)}
     if steps:
         if isinstance(clf.model, SeedNet):

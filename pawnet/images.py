@@ -126,13 +126,18 @@ def load_pixels(source, prep: Preprocessing) -> np.ndarray:
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as e:
-        raise ImageError(_reason(e)) from None
+        raise ImageError(reason(e)) from None
 
 
-def _reason(e: Exception) -> str:
+def reason(e: Exception) -> str:
+    """Why a file could not be read, in one line for the user (no object addresses, no errno)."""
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     if isinstance(e, Image.UnidentifiedImageError):
         return "not an image Pillow can read"
     if isinstance(e, Image.DecompressionBombError):
         return f"refused: image too large ({text})"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, OSError) and e.strerror:  # the system's words without "[Errno 2] ... 'path'"
+        return e.strerror
     return text

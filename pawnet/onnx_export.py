@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic import make_parent
 from .classifier import Classifier
+from .loader import DEFAULT_MODEL, resolve
 from .models import probabilities
 from .onnx_model import CONFIG_KEY, INPUT, OUTPUT, OnnxClassifier
 from .rundir import RunDir
@@ -35,23 +40,24 @@ def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -
     With `quantize`, weights are stored as int8 (onnxruntime dynamic quantization), and `check`,
     a labelled folder, measures what that costs in accuracy.
     """
-    clf = Classifier.load(model_dir)
-    out = Path(out) if out else RunDir(model_dir).onnx(quantized=quantize)
+    clf = Classifier.load(resolve(model_dir))
+    out = make_parent(output_path(model_dir, out, quantize))
     size = clf.preprocessing.size
     wrapper = _WithProbabilities(clf.model.to(memory_format=torch.contiguous_format)).eval()
     example = torch.rand(2, 3, size, size) * 255
     batch = torch.export.Dim("batch", min=1, max=4096)
-    onnx_program = torch.onnx.export(
-        wrapper,
-        (example,),
-        dynamo=True,
-        verbose=False,
-        input_names=[INPUT],
-        output_names=[OUTPUT],
-        dynamic_shapes={"pixels": {0: batch}},
-    )
-    onnx_program.optimize()
-    onnx_program.save(str(out))
+    with _exporter_quiet():
+        onnx_program = torch.onnx.export(
+            wrapper,
+            (example,),
+            dynamo=True,
+            verbose=False,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes={"pixels": {0: batch}},
+        )
+        onnx_program.optimize()
+        onnx_program.save(str(out))
     _store_config(out, {**clf.config, "exported_from": str(model_dir)})
     if not _batch_axis_is_dynamic(out):
         raise RuntimeError(f"{out}: the exporter fixed the batch size; the file would accept one batch size only")
@@ -75,6 +81,43 @@ def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -
     return report
 
 
+def output_path(model_dir, out=None, quantize: bool = False) -> Path:
+    """`out`, else model.onnx (model.int8.onnx) in the model directory; for the model shipped
+    with pawnet, whose folder is the package's, runs/export/default.onnx (default.int8.onnx)."""
+    if out is not None:
+        return Path(out)
+    if resolve(model_dir) == DEFAULT_MODEL:
+        return Path("runs", "export", "default.int8.onnx" if quantize else "default.onnx")
+    return RunDir(model_dir).onnx(quantized=quantize)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *starts: str):
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.starts)
+
+
+@contextlib.contextmanager
+def _exporter_quiet():
+    """The exporter's and quantizer's notes that are not the user's business, and only those:
+    torchvision's operators it skips (pawnet uses none), a deprecation inside PyTorch's own
+    pytree code, and onnxruntime's advice to pre-process a model before quantizing it."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    drop = _DropMessages("torchvision is not installed", "Please consider to run pre-processing")
+    registration.addFilter(drop)
+    logging.getLogger().addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*LeafSpec.*is deprecated")
+            yield
+    finally:
+        registration.removeFilter(drop)
+        logging.getLogger().removeFilter(drop)
+
+
 def _store_config(path: Path, config: dict) -> None:
     import onnx
 
@@ -96,7 +139,8 @@ def _quantize(path: Path, clf: Classifier, check, log) -> dict:
 
     float_path = path.with_name(path.stem + ".fp32.onnx")
     path.replace(float_path)
-    quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8)
+    with _exporter_quiet():
+        quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8)
     float_path.unlink()
     report = {"quantized": True, "bytes": path.stat().st_size}
     log(f"quantized to int8: {path} ({path.stat().st_size / 1e6:.2f} MB)")

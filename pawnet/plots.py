@@ -108,7 +108,8 @@ def seed_steps_figure(steps: dict, classes: list[str], path: Path) -> None:
     ax = fig.add_subplot(grid[1, 4])
     ax.barh(classes, [1 - p, p], color=["tab:orange", "tab:green"])
     ax.set_xlim(0, 1)
-    ax.set_title(f"Output: sigmoid\n{classes[1]} with probability {p:.2f}", fontsize=9)
+    k = int(p > 0.5)  # as argmax: the sigmoid gives the second class's probability; the label is the likelier class
+    ax.set_title(f"Output: sigmoid\n{classes[k]} with probability {max(p, 1 - p):.2f}", fontsize=9)
     fig.suptitle("How the network sees this photo: the tutorial's four steps with this model's weights")
     fig.tight_layout()
     fig.savefig(path, dpi=90)

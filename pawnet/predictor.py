@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from . import metrics
+from .atomic import make_parent
 from .cache import cached_decode, decode
 from .data import Labelled, collect_images, evaluation_folder, read_folder
 from .errors import UserError
@@ -82,6 +83,8 @@ class Predictor:
         `use_cache`, every photo is decoded again rather than read from the decode cache."""
         if report is not None and not self.explainable:
             raise UserError(f"{type(self).__name__} cannot write reports (they need Grad-CAM); use the model directory")
+        if report is not None:
+            make_parent(report)
         where = evaluation_folder(folder)
         result, outcome = self.evaluate_set(read_folder(where, classes=self.classes), tta, use_cache)
         result = {"data": str(where), **result}

@@ -9,6 +9,9 @@
     curves.png         loss and accuracy per epoch
     report.html        the validation results, top losses included
     model.onnx         written by `pawnet export` (model.int8.onnx with --quantize)
+    .lock              locked (flock) by the process that trains into the folder, for as long as
+                       it runs: a second run into the same folder is refused; the lock dies with
+                       its process, so a killed run leaves none behind
 
 Every write replaces its file whole (temporary file, then rename), so a run killed at any
 moment leaves each file as it was or as it became. PyTorch is imported only by the writes that
@@ -18,7 +21,9 @@ need it: reading a folder's config stays cheap for an ONNX-only installation.
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+import os
 from pathlib import Path
 
 from .atomic import remove_leftovers, replacing, write_text
@@ -38,26 +43,66 @@ def write_json(path: Path, data) -> None:
 class RunDir:
     CONFIG = "config.json"
     WEIGHTS = "model.safetensors"
+    CHECKPOINT = "checkpoint.pt"
+    LOCK = ".lock"
 
     def __init__(self, path):
         self.path = Path(path)
         self.config = self.path / self.CONFIG
         self.weights = self.path / self.WEIGHTS
         self.metrics = self.path / "metrics.csv"
-        self.checkpoint = self.path / "checkpoint.pt"
+        self.checkpoint = self.path / self.CHECKPOINT
         self.curves = self.path / "curves.png"
         self.report = self.path / "report.html"
+        self.lock_file = self.path / self.LOCK
+        self._lock_fd: int | None = None
+
+    @classmethod
+    def is_run(cls, path) -> bool:
+        """Whether `path` is a folder `pawnet train` wrote: a model (config and weights), or a run
+        under way (a checkpoint)."""
+        folder = cls(path)
+        return (folder.config.is_file() and folder.weights.is_file()) or folder.checkpoint.is_file()
 
     def onnx(self, quantized: bool = False) -> Path:
         return self.path / ("model.int8.onnx" if quantized else "model.onnx")
 
     def holds_files(self) -> bool:
-        return self.path.exists() and any(self.path.iterdir())
+        return self.path.exists() and any(p.name != self.LOCK for p in self.path.iterdir())
+
+    def lock(self) -> None:
+        """Claim the folder for this process until `unlock` or its end (even by kill -9): a second
+        process that tries is refused with a UserError naming the first."""
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UserError(
+                f"{self.path}: another pawnet run (process {owner}) is writing into this folder; "
+                "wait for it to end, or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the last descriptor releases the flock
+            self._lock_fd = None
 
     def create(self) -> None:
-        """Make the folder, and clear the temporary files of a process killed while writing."""
+        """Make the folder, claim it for this process (`lock`), and clear the temporary files of
+        a process killed while writing."""
         self.path.mkdir(parents=True, exist_ok=True)
+        self.lock()
         remove_leftovers(self.path)
+
+    @property
+    def locked(self) -> bool:
+        """Whether this process holds the folder's lock."""
+        return self._lock_fd is not None
 
     def read_config(self) -> dict | None:
         """config.json as written, or None where it is missing or unreadable."""

@@ -25,7 +25,7 @@ from .audit import train_test_leaks
 from .cache import cached_decode, cpu_count
 from .classifier import Classifier
 from .data import Labelled, train_val_split
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .plots import learning_curves
 from .progress import bar, interactive
 from .report import write_report
@@ -92,6 +92,7 @@ def train(data, *, out=None, device: str = "auto", log=print, **settings) -> Cla
     """
     run_settings = RunSettings(data=data, **settings)
     folder = RunDir(out) if out else _next_run_dir()
+    _refuse_inside_data(folder, run_settings)
     if folder.holds_files():
         raise UserError(
             f"{folder.path}: already holds files; choose another --out, remove it, or continue it with --resume"
@@ -112,6 +113,17 @@ def resume(run_dir, *, device: str = "auto", log=print) -> Classifier:
             f"{folder.path}: not a pawnet training run (no {RunDir.CONFIG} with the run's settings) to resume"
         )
     return _run(RunSettings.from_dict(config["run"]), folder, device, log, resume=True)
+
+
+def _refuse_inside_data(folder: RunDir, settings: RunSettings) -> None:
+    """A run folder inside DATA (or --val) would be read as photos by the next run on it."""
+    out = folder.path.resolve()
+    for name, given in (("DATA", settings.data), ("--val", settings.val)):
+        if given is not None and out.is_relative_to(Path(given).resolve()):
+            raise UserError(
+                f"{folder.path}: the run folder would be inside {name} ({given}), where its files would be "
+                "taken for photos; choose an --out outside it"
+            )
 
 
 def _next_run_dir(base: Path = Path("runs")) -> RunDir:
@@ -138,13 +150,21 @@ def _train(settings: RunSettings, folder: RunDir, device, group, log, resume: bo
     run = Run(
         settings, settings.recipe(), folder, device, group, devices.precision(settings.precision, device), log, resume
     )
-    _find_photos(run)
-    _open_folder(run)
-    _decode(run)
-    _build_network(run)
-    _restore(run, _model_card(run))
-    _epochs(run)
-    return _finish(run)
+    try:
+        _find_photos(run)
+        _open_folder(run)
+        _decode(run)
+        _check_leaks(run)
+        _build_network(run)
+        _restore(run, _model_card(run))
+        _epochs(run)
+        return _finish(run)
+    except KeyboardInterrupt:
+        if run.folder.locked and run.folder.config.is_file():  # this process's run, and it can be resumed
+            raise Interrupted(f"continue with pawnet train --resume {run.folder.path}") from None
+        raise
+    finally:
+        run.folder.unlock()
 
 
 def _find_photos(run: Run) -> None:
@@ -156,6 +176,8 @@ def _find_photos(run: Run) -> None:
             f"the {s.arch} network is the tutorial's two-class one, "
             f"and DATA has {len(run.classes)} classes; use --arch small"
         )
+    for line in run.train_set.warnings() + run.val_set.warnings():
+        run.log(f"warning: {line}")
     run.log(
         f"data: {len(run.train_set)} training images, {len(run.val_set)} validation images ({run.val_source}); "
         f"classes: {', '.join(run.classes)}"
@@ -163,14 +185,24 @@ def _find_photos(run: Run) -> None:
 
 
 def _open_folder(run: Run) -> None:
-    """The run folder exists from here on (only once the data is accepted), its settings written
-    before anything slow so that a run killed from now on can be resumed."""
+    """The run folder exists from here on (only once the data is accepted), claimed by this run
+    (a second run into it is refused), its settings written before anything slow so that a run
+    killed from now on can be resumed."""
     if run.group.leader:
         run.folder.create()
+        if not run.resuming and run.folder.holds_files():  # another run got here first, and ended
+            raise UserError(f"{run.folder.path}: already holds files; choose another --out, or remove it")
         if not run.resuming:
             run.folder.write_settings(run.settings.to_dict())
     run.group.barrier()
-    run.leaks = train_test_leaks(run.train_set.files, run.val_set.files) if run.group.leader else []
+
+
+def _check_leaks(run: Run) -> None:
+    """Validation photos byte-identical to training photos, among those that could be read."""
+    if not run.group.leader:
+        return
+    train, val = ([f for f in s.files if str(f) not in run.skipped] for s in (run.train_set, run.val_set))
+    run.leaks = train_test_leaks(train, val)
     if run.leaks:
         run.log(
             f"warning: {len(run.leaks)} validation images are byte-identical to training images (such as "
@@ -218,7 +250,7 @@ def _class_weights(counts: list[int]) -> torch.Tensor | None:
 
 
 def _build_network(run: Run) -> None:
-    """The network and its optimiser, seeded so that a CPU run repeats exactly."""
+    """The network and its optimiser, seeded so that a CPU run repeats exactly on the same machine."""
     recipe, device = run.recipe, run.device
     torch.manual_seed(run.settings.seed)
     if device.type == "cpu":  # processes sharing a machine share its cores

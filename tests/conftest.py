@@ -167,3 +167,29 @@ def rows(run: Path) -> list[dict]:
 
 def final_weights(run: Path) -> dict:
     return torch.load(RunDir(run).checkpoint, weights_only=True)["model"]
+
+
+@pytest.fixture
+def unreadable(monkeypatch):
+    """`unreadable(path)` makes opening `path` in this process fail as a file of mode 000 fails for
+    a user who is not root (the tests run as root, who may read it): PermissionError."""
+    import builtins
+    import io
+
+    denied: set[str] = set()
+    real_open = io.open
+
+    def guarded_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.abspath(file) in denied:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", guarded_open)
+    monkeypatch.setattr(builtins, "open", guarded_open)
+
+    def deny(path: Path) -> Path:
+        path.chmod(0)
+        denied.add(os.path.abspath(path))
+        return path
+
+    return deny

@@ -40,6 +40,7 @@ def _only_unreadable(tmp_path):
         (lambda m, t: ["train", make_dataset(t / "one", classes=("cats",), n=3)], "only one class"),
         (lambda m, t: ["train", make_dataset(t / "d", n=3), "--arch", "resnet9000"], "unknown architecture"),
         (lambda m, t: ["train", make_dataset(t / "d", n=3), "--out", m], "already holds files"),
+        (lambda m, t: ["train", make_dataset(t / "d", n=3), "--out", t / "d" / "vertical" / "run"], "inside DATA"),
         (lambda m, t: ["train", make_dataset(t / "d", n=3), "--epochs", "0"], "at least 1"),
         (lambda m, t: ["evaluate", t, m.parent / "data"], "not a pawnet model directory"),
         (lambda m, t: ["evaluate", t / "nope", m.parent / "data"], "no such model directory"),
@@ -55,6 +56,7 @@ def _only_unreadable(tmp_path):
         "train-one-class",
         "train-unknown-arch",
         "train-out-exists",
+        "train-out-inside-data",
         "train-zero-epochs",
         "not-a-model-directory",
         "missing-model",
@@ -76,3 +78,24 @@ def test_user_mistakes_exit_2_with_one_line(trained_model, tmp_path, args, messa
 def test_console_script_entry_and_version():
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("pawnet ")
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import argparse
+
+    from pawnet.cli import _parser
+
+    def commands(parser, prefix):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from commands(sub, f"{prefix} {name}")
+        yield prefix, parser
+
+    silent = [
+        f"{name} {action.option_strings[0] if action.option_strings else action.metavar}"
+        for name, parser in commands(_parser(), "pawnet")
+        for action in parser._actions
+        if not action.help and not isinstance(action, argparse._SubParsersAction)
+    ]
+    assert not silent, silent

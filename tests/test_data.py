@@ -1,5 +1,7 @@
 """The three data layouts, and the mistakes a user can make with them."""
 
+import shutil
+
 import pytest
 
 from pawnet.data import collect_images, read_folder, train_val_split
@@ -71,3 +73,142 @@ def test_collect_images_walks_folders_and_keeps_named_files(tmp_path):
     named = tmp_path / "notes.txt"
     assert len(collect_images([data, named])) == 5
     assert collect_images([named]) == [named]
+
+
+def test_an_empty_class_folder_is_named_not_dropped_silently(tmp_path):
+    data = make_dataset(tmp_path / "d", n=3)
+    (data / "birds").mkdir()
+    found = read_folder(data)
+    assert found.classes == ["horizontal", "vertical"]
+    assert any(str(data / "birds") in w and "no images" in w for w in found.warnings())
+
+
+def test_flat_layout_reads_label_dot_number_names_only_and_says_what_it_ignored(tmp_path):
+    data = make_dataset(tmp_path / "d", classes=("cat", "dog"), n=3, layout="flat")
+    for name in ("big_8000.png", "strip_1.png", "cat_7.png"):
+        shutil.copy(data / "cat.0.png", data / name)
+    found = read_folder(data)
+    assert found.classes == ["cat", "dog"]
+    assert sorted(p.name for p in found.unlabelled) == ["big_8000.png", "cat_7.png", "strip_1.png"]
+    assert any("3 images" in w and "LABEL.NUMBER" in w for w in found.warnings()), found.warnings()
+
+
+def test_a_flat_folder_without_label_dot_number_names_is_refused(tmp_path):
+    (tmp_path / "d").mkdir()
+    for name in ("big_8000.png", "big_8001.png", "strip_1.png", "strip_2.png"):
+        (tmp_path / "d" / name).write_bytes(b"")
+    with pytest.raises(UserError, match="none named like cat.12.jpg") as e:
+        read_folder(tmp_path / "d")
+    assert "4 images" in str(e.value)
+
+
+def test_run_and_quarantine_folders_inside_data_are_not_read(tmp_path):
+    data = make_dataset(tmp_path / "d", n=3)
+    run = data / "horizontal" / "run"
+    run.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (run / name).write_text("{}")
+    shutil.copy(data / "vertical" / "0.png", run / "curves.png")
+    halfway = data / "vertical" / "killed"  # a run killed after its first epoch: a checkpoint alone
+    halfway.mkdir()
+    (halfway / "checkpoint.pt").write_bytes(b"")
+    shutil.copy(data / "vertical" / "0.png", halfway / "photo.png")
+    quarantine = data / "horizontal.quarantine"
+    quarantine.mkdir()
+    (quarantine / "manifest.json").write_text("[]")
+    shutil.copy(data / "vertical" / "0.png", quarantine / "moved.png")
+    found = read_folder(data)
+    assert found.classes == ["horizontal", "vertical"]
+    assert len(found) == 6
+    warnings = " ".join(found.warnings())
+    assert str(run) in warnings and str(halfway) in warnings and str(quarantine) in warnings
+    assert collect_images([data]) == found.files
+
+
+def test_out_inside_data_is_refused_before_anything_is_written(tmp_path):
+    import pawnet
+
+    data = make_dataset(tmp_path / "d", n=3)
+    with pytest.raises(UserError, match="inside DATA"):
+        pawnet.train(data, epochs=1, out=data / "horizontal" / "run", log=lambda *_: None)
+    assert not (data / "horizontal" / "run").exists()
+
+
+def _data_check(data, capsys) -> tuple[int, str]:
+    from pawnet.cli import main
+
+    status = main(["data", "check", str(data), "--no-cache"])
+    return status, capsys.readouterr().out
+
+
+def test_data_check_names_an_empty_class_folder(tmp_path, capsys):
+    data = make_dataset(tmp_path / "d", n=3)
+    (data / "birds").mkdir()
+    status, out = _data_check(data, capsys)
+    assert status == 0
+    assert (
+        f"warning: {data / 'birds'}: holds no images, so it is not a class (the classes are horizontal, vertical)"
+        in out
+    )
+
+
+def test_data_check_lists_a_file_it_may_not_read_as_unreadable(tmp_path, capsys, unreadable):
+    data = make_dataset(tmp_path / "d", n=3)
+    locked = unreadable(data / "horizontal" / "0.png")
+    status, out = _data_check(data, capsys)
+    assert status == 0
+    assert f"unreadable  {locked}: permission denied" in out
+
+
+def test_empty_and_unreadable_files_are_not_duplicates_of_each_other(tmp_path, capsys):
+    from pawnet import audit
+
+    data = make_dataset(tmp_path / "d", layout="tutorial", n=4)
+    (data / "training_set" / "horizontal" / "empty.png").write_bytes(b"")
+    (data / "test_set" / "horizontal" / "empty.png").write_bytes(b"")
+    for split in ("training_set", "test_set"):
+        (data / split / "vertical" / "notes.png").write_text("not a photo")
+    report = audit.check(data, use_cache=False)
+    assert report["summary"]["unreadable"] == 4
+    assert report["summary"]["exact_duplicate_groups"] == 0 and report["summary"]["train_test_leaks"] == 0
+    status, out = _data_check(data, capsys)
+    assert "unreadable  " + str(data / "test_set" / "vertical" / "notes.png") + ": not an image Pillow can read" in out
+    assert "BytesIO" not in out
+
+
+def test_a_file_of_mode_000_is_unreadable_for_a_user_who_may_not_read_it():
+    """The real PermissionError: as a user other than root (root reads mode 000), as `nobody`
+    through setpriv when the tests run as root."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    as_user = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root, and no setpriv to run as another user")
+        as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    root = Path(tempfile.mkdtemp(prefix="pawnet-mode-000-"))
+    try:
+        root.chmod(0o777)
+        data = make_dataset(root / "d", layout="tutorial", n=8)
+        for d in [data, *data.rglob("*")]:
+            d.chmod(0o755 if d.is_dir() else 0o644)
+        locked = data / "training_set" / "vertical" / "1.png"
+        locked.chmod(0)
+        env = {**os.environ, "PAWNET_CACHE": str(root / "cache"), "PYTHONPATH": str(Path(__file__).parents[1])}
+
+        def pawnet(*args):
+            command = [*as_user, sys.executable, "-m", "pawnet", *map(str, args)]
+            return subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=300)
+
+        r = pawnet("data", "check", data)
+        assert r.returncode == 0, r.stderr
+        assert f"unreadable  {locked}: permission denied" in r.stdout
+        r = pawnet("train", data, "--epochs", "1", "--img-size", "32", "--out", root / "run")
+        assert r.returncode == 0, r.stderr
+        assert f"skipped {locked}: permission denied" in r.stdout
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

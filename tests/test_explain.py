@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +132,53 @@ def test_evaluate_report_of_a_thousand_photos_stays_small(patch_model, tmp_path)
     size = (tmp_path / "r.html").stat().st_size
     print(f"report on 1,000 photos: {size / 1e6:.2f} MB")
     assert size < 5_000_000 and len(_images_in((tmp_path / "r.html").read_text())) == 1 + 2 * 16
+
+
+def test_explain_writes_into_runs_explain_by_default_and_makes_missing_folders(patch_model, tmp_path):
+    img_path = tmp_path / "red.png"
+    Image.fromarray(patch_image("red", 42)[0]).save(img_path)
+    result = run_cli("explain", patch_model.path, img_path, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "runs" / "explain" / "red_gradcam.png").is_file()
+    assert result.stdout.rstrip().endswith(f"-> {Path('runs', 'explain', 'red_gradcam.png')}")
+    result = run_cli("explain", patch_model.path, img_path, "--out", tmp_path / "nodir" / "x.png")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "nodir" / "x.png").is_file()
+
+
+def test_evaluate_report_into_a_missing_folder(trained_model, tmp_path):
+    result = run_cli(
+        "evaluate", trained_model, trained_model.parent / "data", "--report", tmp_path / "nodir" / "r.html"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "nodir" / "r.html").is_file()
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_the_work(trained_model, tmp_path):
+    (tmp_path / "file").write_text("")
+    result = run_cli("evaluate", trained_model, trained_model.parent / "data", "--report", tmp_path / "file" / "r.html")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"pawnet: error: {tmp_path / 'file'}: cannot make the folder (")
+    assert "accuracy" not in result.stdout
+
+
+def test_the_steps_figure_names_the_predicted_class(monkeypatch, tmp_path):
+    import matplotlib.axes
+
+    from pawnet.plots import seed_steps_figure
+
+    titles = []
+    set_title = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "set_title", lambda ax, t, **kw: titles.append(t) or set_title(ax, t, **kw)
+    )
+    steps = {
+        "input": np.zeros((64, 64, 3), np.uint8),
+        "detectors": np.random.rand(32, 3, 3, 3),
+        **{k: np.random.rand(32, 8, 8) for k in ("conv1", "pool1", "conv2", "pool2")},
+        "flatten": np.random.rand(100),
+        "dense": np.random.rand(128),
+        "output": np.array([0.17]),
+    }
+    seed_steps_figure(steps, ["cats", "dogs"], tmp_path / "steps.png")
+    assert titles[-1] == "Output: sigmoid\ncats with probability 0.83"

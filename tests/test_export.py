@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,23 @@ def test_default_model_predicts_a_real_cat_without_a_model_argument(tmp_path):
     assert result.returncode == 0, result.stderr
     (answer,) = json.loads(result.stdout)
     assert answer["label"] == "cats" and answer["probability"] > 0.9
+
+
+def test_export_into_a_missing_folder_says_only_what_it_did(trained_model, tmp_path):
+    out = tmp_path / "nodir" / "m.onnx"
+    result = run_cli("export", trained_model, "--out", out, "--quantize")
+    assert result.returncode == 0, result.stderr
+    assert out.is_file()
+    said = result.stdout + result.stderr
+    for noise in ("torchvision", "Warning", "pre-processing", "WARNING"):
+        assert noise not in said, said
+    assert len(said.strip().splitlines()) == 3, said
+
+
+def test_the_shipped_model_exports_outside_the_package(tmp_path, monkeypatch):
+    from pawnet.onnx_export import output_path
+
+    monkeypatch.chdir(tmp_path)
+    assert output_path("default", None, quantize=False) == Path("runs", "export", "default.onnx")
+    assert output_path(None, None, quantize=True) == Path("runs", "export", "default.int8.onnx")
+    assert output_path("runs/seed", None, quantize=False) == Path("runs", "seed", "model.onnx")

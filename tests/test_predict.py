@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -9,7 +12,7 @@ from PIL import Image
 import pawnet
 from pawnet.cli import main
 
-from conftest import pattern, read_json
+from conftest import pattern, read_json, run_cli
 
 
 def test_evaluate_json_has_the_contracts_fields(trained_model, capsys):
@@ -70,3 +73,35 @@ def test_tta_averages_with_the_mirror_image(trained_model):
     plain = clf.probabilities(img[None])
     mirrored = clf.probabilities(img[None, :, ::-1].copy())
     assert np.allclose(clf.probabilities(img[None], tta=True), (plain + mirrored) / 2, atol=1e-6)
+
+
+def test_a_mistyped_model_path_is_an_error_not_a_photo(tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(pattern("vertical", 48, seed=1)).save(photo)
+    (tmp_path / "empty").mkdir()
+    r = run_cli("predict", "runs/sed", photo, cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == "pawnet: error: runs/sed: no such model directory (or image)\n"
+    r = run_cli("predict", "empty", photo, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr == "pawnet: error: empty: not a model directory (no config.json), and it holds no images\n"
+
+
+def test_photos_and_folders_alone_and_default_use_the_shipped_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(pattern("vertical", 48, seed=1)).save(tmp_path / "photos" / "a.png")
+    for args in (["photos/a.png"], ["photos"], ["default", "photos"]):
+        assert main(["predict", *args, "--json"]) == 0, args
+        (row,) = json.loads(capsys.readouterr().out)
+        assert row["path"] == "photos/a.png" and row["label"] in ("cats", "dogs")
+
+
+def test_default_names_the_shipped_model_unless_a_path_of_that_name_exists(tmp_path, monkeypatch):
+    from pawnet.loader import DEFAULT_MODEL, is_model, load, resolve
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve("default") == resolve(None) == DEFAULT_MODEL and is_model("default")
+    assert load("default").classes == ["cats", "dogs"]
+    (tmp_path / "default").mkdir()
+    assert resolve("default") == Path("default") and not is_model("default")

@@ -72,3 +72,56 @@ def test_a_checkpoint_holding_code_is_refused(tmp_path):
     torch.save({"format": CHECKPOINT_FORMAT, "payload": Path("x")}, RunDir(tmp_path).checkpoint)
     with pytest.raises(UserError, match="unreadable checkpoint"):
         RunDir(tmp_path).load_checkpoint()
+
+
+def _stalled(moment, data, out, tmp_path):
+    """A `pawnet train` process stopped still at `moment` (see stall.py), its run folder open."""
+    env = {**os.environ, "PAWNET_CACHE": str(tmp_path / "cold-cache")}
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "stall.py"), moment, "train", str(data), *TRAIN, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    for line in child.stdout:
+        if line.strip() == "STALLED":
+            return child
+    pytest.fail(f"the run ended (exit {child.wait()}) before reaching {moment}")
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_a_killed_one_resumes(data, tmp_path):
+    out = tmp_path / "run"
+    child = _stalled("step:3", data, out, tmp_path)
+    try:
+        r = run_cli("train", "--resume", out)
+        assert r.returncode == 2, r.stderr
+        assert f"{out}: another pawnet run (process {child.pid}) is writing into this folder" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    r = run_cli("train", "--resume", out)  # the lock died with the process
+    assert r.returncode == 0, r.stderr
+
+
+def test_two_new_runs_into_one_folder_the_second_is_refused(data, tmp_path):
+    import pawnet
+
+    holder = RunDir(tmp_path / "run")
+    holder.create()  # a run that got there first and is still deciding its data
+    try:
+        with pytest.raises(UserError, match="another pawnet run .* is writing into this folder"):
+            pawnet.train(data, out=holder.path, epochs=1, log=lambda *_: None)
+        assert [p.name for p in holder.path.iterdir()] == [".lock"]
+    finally:
+        holder.unlock()
+
+
+def test_ctrl_c_during_training_says_how_to_resume(data, tmp_path):
+    out = tmp_path / "run"
+    child = _stalled("step:3", data, out, tmp_path)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130
+    assert stderr.strip().splitlines()[-1] == f"pawnet: interrupted; continue with pawnet train --resume {out}"

@@ -110,3 +110,34 @@ def test_finetune_is_refused_for_networks_trained_whole_already(tmp_path):
     data = make_dataset(tmp_path / "d", n=4)
     result = run_cli("train", data, "--arch", "small", "--finetune", "--out", tmp_path / "run")
     assert result.returncode == 2 and "--finetune is for pretrained networks" in result.stderr
+
+
+def test_an_empty_class_folder_is_named_in_the_log(tmp_path):
+    data = make_dataset(tmp_path / "d", n=6)
+    (data / "birds").mkdir()
+    messages = []
+    clf = pawnet.train(data, epochs=1, img_size=32, out=tmp_path / "run", log=messages.append)
+    assert clf.classes == ["horizontal", "vertical"]
+    assert (
+        f"warning: {data / 'birds'}: holds no images, so it is not a class (the classes are horizontal, vertical)"
+        in messages
+    )
+
+
+def test_a_file_it_may_not_read_is_skipped_not_a_crash(tmp_path, unreadable):
+    data = make_dataset(tmp_path / "d", layout="tutorial", n=8)
+    locked = unreadable(data / "training_set" / "horizontal" / "1.png")
+    messages = []
+    clf = pawnet.train(data, epochs=1, img_size=32, out=tmp_path / "run", log=messages.append)
+    assert clf.config["data"]["skipped"] == {str(locked): "permission denied"}
+    assert f"skipped {locked}: permission denied" in messages
+
+
+def test_empty_files_in_both_sets_are_not_a_leak(tmp_path):
+    data = make_dataset(tmp_path / "d", layout="tutorial", n=8)
+    (data / "training_set" / "horizontal" / "empty.png").write_bytes(b"")
+    (data / "test_set" / "horizontal" / "empty.png").write_bytes(b"")
+    messages = []
+    clf = pawnet.train(data, epochs=1, img_size=32, out=tmp_path / "run", log=messages.append)
+    assert clf.config["data"]["leakage"]["exact_duplicates"] == 0
+    assert not any("byte-identical" in m for m in messages)
