@@ -51,7 +51,13 @@ def _train_parser(sub) -> None:
         default="auto",
         help="auto: a CUDA GPU, else Apple's MPS, else the CPU",
     )
-    # The run's settings; None means "the architecture's default" (and lets --resume refuse them).
+    t.add_argument("--out", metavar="DIR", help="model directory to write (default: runs/trainN)")
+    t.add_argument("--json", action="store_true", help="print the final metrics as JSON (the log goes to stderr)")
+    _run_settings(t)
+
+
+def _run_settings(t) -> None:
+    """The flags of `RunSettings`; None means "the architecture's default" (and lets --resume refuse them)."""
     t.add_argument("--val", metavar="DIR", help="validation folder (default: test_set/, else 20%% of DATA)")
     t.add_argument(
         "--arch",
@@ -70,7 +76,6 @@ def _train_parser(sub) -> None:
     t.add_argument(
         "--seed", type=int, help="random seed (default 0); the same seed repeats a run exactly on the same machine"
     )
-    t.add_argument("--out", metavar="DIR", help="model directory to write (default: runs/trainN)")
     t.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16"],
@@ -93,7 +98,6 @@ def _train_parser(sub) -> None:
         default=None,
         help="decode the photos again instead of reading the disk cache",
     )
-    t.add_argument("--json", action="store_true", help="print the final metrics as JSON (the log goes to stderr)")
 
 
 MODEL_HELP = "a model directory, an exported .onnx file, or default (the cats-vs-dogs model shipped with pawnet)"
