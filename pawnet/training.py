@@ -62,6 +62,7 @@ class Run:
     model: torch.nn.Module | None = None
     net: torch.nn.Module | None = None  # what trains: the whole model, or its head on frozen features
     stepped: torch.nn.Module | None = None  # `net`, wrapped for DistributedDataParallel under torchrun
+    batchnorm: str | None = None  # across processes: "synchronised", "per-process", or None
     train_inputs: object = None  # decoded pixels, or precomputed features
     train_y: np.ndarray | None = None
     val_inputs: object = None
@@ -244,6 +245,7 @@ def _build_network(run: Run) -> None:
     run.net = run.model
     if recipe.train == "head":
         _freeze_body(run)
+    run.batchnorm = _batchnorm(run)
     run.stepped = run.net
     if run.group.active:
         run.stepped = DistributedDataParallel(run.net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -255,6 +257,19 @@ def _build_network(run: Run) -> None:
             run.optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.15
         )
     run.scaler = torch.amp.GradScaler(device.type, enabled=run.precision.scaled)
+
+
+def _batchnorm(run: Run) -> str | None:
+    """How batch norm computes its batch statistics across processes: "synchronised" over the
+    global batch (SyncBatchNorm, on GPUs: PyTorch's runs on GPUs only), else "per-process", each
+    over its part; None for one process or a network without batch norm. Nothing here draws
+    random numbers."""
+    if not run.group.active or not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in run.net.modules()):
+        return None
+    if run.device.type != "cuda":
+        return "per-process"
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm(run.net)  # in place: the layers inside are replaced
+    return "synchronised"
 
 
 def _freeze_body(run: Run) -> None:
@@ -322,6 +337,7 @@ def _model_card(run: Run) -> dict:
             "class_weights": None if run.class_weights is None else [round(w, 4) for w in run.class_weights.tolist()],
             "device": run.device.type,
             "processes": run.group.world,
+            "batchnorm": run.batchnorm,
             "threads": torch.get_num_threads(),
             "machine": f"{platform.machine()} {platform.processor()}".strip(),
         },
