@@ -202,7 +202,7 @@ def _train(args) -> int:
         raise UserError("name the DATA folder to train on (or --resume RUN_DIR)")
     else:
         clf = train(out=args.out, device=args.device, log=log, **given)
-    if args.json:
+    if args.json and clf is not None:  # None: a finished run, under torchrun, on a process but the first
         print(json.dumps({"model": str(clf.path), **clf.config["metrics"]}, indent=2))
     return 0
 

@@ -10,11 +10,15 @@ process with the same global batch.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from .errors import UserError
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,34 @@ class Group:
         dist.all_gather(gathered, padded)
         return torch.cat([g[:size] for g, size in zip(gathered, sizes)])
 
+    def shared(self, read: Callable[[], bytes]) -> bytes:
+        """What `read()` returns on the first process, received by every process (`read` runs
+        on the first alone): how the others read the run folder, which only the first process's
+        machine need hold."""
+        if not self.active:
+            return read()
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        size = torch.tensor([-1], dtype=torch.long, device=device)
+        data = b""
+        if self.leader:
+            try:
+                data = read()
+            except BaseException:
+                dist.broadcast(size, 0)  # -1: the others stop too, rather than wait
+                raise
+            size[0] = len(data)
+        dist.broadcast(size, 0)
+        n = int(size.item())
+        if n < 0:
+            raise UserError("the first process could not read the run folder (its message says why)")
+        if n == 0 or self.leader:
+            if n:
+                dist.broadcast(torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device), 0)
+            return data
+        received = torch.empty(n, dtype=torch.uint8, device=device)
+        dist.broadcast(received, 0)
+        return received.cpu().numpy().tobytes()
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
@@ -79,12 +111,33 @@ def from_environment() -> Group:
     )
 
 
+def timeout() -> timedelta | None:
+    """How long a process waits for the others at any exchange before it gives up with an error:
+    $PAWNET_DIST_TIMEOUT seconds, else PyTorch's default (30 minutes for gloo, 10 for NCCL).
+
+    A process that dies outright closes its connections, and the others fail at their next
+    exchange at once; a machine that vanishes (power, network) or a process that hangs closes
+    nothing, and the others wait this long. It must exceed the longest wait of a healthy run:
+    the first process decoding the photos or writing the report while the others wait.
+    """
+    seconds = os.environ.get("PAWNET_DIST_TIMEOUT")
+    if not seconds:
+        return None
+    try:
+        value = float(seconds)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise UserError(f"PAWNET_DIST_TIMEOUT={seconds!r}: give a number of seconds above 0")
+    return timedelta(seconds=value)
+
+
 def start(group: Group, device: torch.device) -> None:
     """Join the process group: NCCL between GPUs, gloo between CPUs."""
     if group.active and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout())
 
 
 def stop(group: Group) -> None:

@@ -142,17 +142,26 @@ class RunDir:
         with replacing(self.checkpoint, durable=True) as tmp:
             torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
 
-    def load_checkpoint(self) -> dict | None:
-        """The last checkpoint, or None where the run ended before its first epoch.
+    def checkpoint_bytes(self) -> bytes:
+        """The checkpoint file as it is on disk; empty where there is none."""
+        return self.checkpoint.read_bytes() if self.checkpoint.exists() else b""
+
+    def load_checkpoint(self, data: bytes | None = None) -> dict | None:
+        """The last checkpoint, or None where the run ended before its first epoch; from `data`,
+        the file's bytes, where given (as the first process read them and shared them).
 
         Read with `weights_only=True`, which refuses to unpickle code.
         """
+        import io
+
         import torch
 
-        if not self.checkpoint.exists():
+        if data is None:
+            data = self.checkpoint_bytes()
+        if not data:
             return None
         try:
-            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises several types for damaged or foreign files
             raise UserError(
                 f"{self.checkpoint}: unreadable checkpoint ({type(e).__name__}); train again into a new --out"

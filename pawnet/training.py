@@ -9,6 +9,7 @@ runs on a CPU, a GPU, or several processes started by torchrun.
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from collections.abc import Callable
@@ -61,6 +62,7 @@ class Run:
     model: torch.nn.Module | None = None
     net: torch.nn.Module | None = None  # what trains: the whole model, or its head on frozen features
     stepped: torch.nn.Module | None = None  # `net`, wrapped for DistributedDataParallel under torchrun
+    batchnorm: str | None = None  # across processes: "synchronised", "per-process", or None
     train_inputs: object = None  # decoded pixels, or precomputed features
     train_y: np.ndarray | None = None
     val_inputs: object = None
@@ -97,22 +99,28 @@ def train(data, *, out=None, device: str = "auto", log=print, **settings) -> Cla
         raise UserError(
             f"{folder.path}: already holds files; choose another --out, remove it, or continue it with --resume"
         )
-    return _run(run_settings, folder, device, log, resume=False)
+    return _run(run_settings, folder, device, log)
 
 
-def resume(run_dir, *, device: str = "auto", log=print) -> Classifier:
+def resume(run_dir, *, device: str = "auto", log=print) -> Classifier | None:
     """Continue a run that was interrupted (even by kill -9) to the epochs it was asked for,
-    with its settings, from its last checkpoint; a finished run is returned as it is."""
-    folder = RunDir(run_dir)
-    config = folder.read_config()
-    if config is not None and "metrics" in config:
+    with its settings, from its last checkpoint; a finished run is returned as it is (under
+    torchrun, by the first process: the others return None)."""
+    return _run(None, RunDir(run_dir), device, log)
+
+
+def _settings_to_resume(folder: RunDir, group: distributed.Group, log) -> RunSettings | None:
+    """The settings of the run to continue, from its config.json as the first process reads it
+    (only its machine need hold the run folder); None where the run finished already."""
+    config = json.loads(group.shared(lambda: json.dumps(folder.read_config()).encode()))
+    if isinstance(config, dict) and "metrics" in config:
         log(f"{folder.path}: finished already (best epoch {config['metrics']['best_epoch']}); nothing to resume")
-        return Classifier.load(folder.path)
-    if config is None or not isinstance(config.get("run"), dict) or "data" not in config["run"]:
+        return None
+    if not isinstance(config, dict) or not isinstance(config.get("run"), dict) or "data" not in config["run"]:
         raise UserError(
             f"{folder.path}: not a pawnet training run (no {RunDir.CONFIG} with the run's settings) to resume"
         )
-    return _run(RunSettings.from_dict(config["run"]), folder, device, log, resume=True)
+    return RunSettings.from_dict(config["run"])
 
 
 def _refuse_inside_data(folder: RunDir, settings: RunSettings) -> None:
@@ -133,7 +141,8 @@ def _next_run_dir(base: Path = Path("runs")) -> RunDir:
     return RunDir(base / (f"train{n}" if n > 1 else "train"))
 
 
-def _run(settings: RunSettings, folder: RunDir, device_name: str, log, resume: bool) -> Classifier:
+def _run(settings: RunSettings | None, folder: RunDir, device_name: str, log) -> Classifier | None:
+    """Train with `settings`, or with None continue the run in `folder`."""
     group = distributed.from_environment()
     device = devices.pick(device_name, group.local_rank)
     distributed.start(group, device)
@@ -141,7 +150,12 @@ def _run(settings: RunSettings, folder: RunDir, device_name: str, log, resume: b
         log = lambda *_: None  # noqa: E731
         progress.silence()
     try:
-        return _train(settings, folder, device, group, log, resume)
+        resuming = settings is None
+        if resuming:
+            settings = _settings_to_resume(folder, group, log)
+            if settings is None:
+                return Classifier.load(folder.path) if group.leader else None
+        return _train(settings, folder, device, group, log, resuming)
     finally:
         distributed.stop(group)
 
@@ -263,6 +277,7 @@ def _build_network(run: Run) -> None:
     run.net = run.model
     if recipe.train == "head":
         _freeze_body(run)
+    run.batchnorm = _batchnorm(run)
     run.stepped = run.net
     if run.group.active:
         run.stepped = DistributedDataParallel(run.net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -274,6 +289,19 @@ def _build_network(run: Run) -> None:
             run.optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.15
         )
     run.scaler = torch.amp.GradScaler(device.type, enabled=run.precision.scaled)
+
+
+def _batchnorm(run: Run) -> str | None:
+    """How batch norm computes its batch statistics across processes: "synchronised" over the
+    global batch (SyncBatchNorm, on GPUs: PyTorch's runs on GPUs only), else "per-process", each
+    over its part; None for one process or a network without batch norm. Nothing here draws
+    random numbers."""
+    if not run.group.active or not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in run.net.modules()):
+        return None
+    if run.device.type != "cuda":
+        return "per-process"
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm(run.net)  # in place: the layers inside are replaced
+    return "synchronised"
 
 
 def _freeze_body(run: Run) -> None:
@@ -341,6 +369,7 @@ def _model_card(run: Run) -> dict:
             "class_weights": None if run.class_weights is None else [round(w, 4) for w in run.class_weights.tolist()],
             "device": run.device.type,
             "processes": run.group.world,
+            "batchnorm": run.batchnorm,
             "threads": torch.get_num_threads(),
             "machine": f"{platform.machine()} {platform.processor()}".strip(),
         },
@@ -359,7 +388,7 @@ def _model_card(run: Run) -> dict:
 def _restore(run: Run, card: dict) -> None:
     """When continuing a run, its last checkpoint: it is the truth, and the files derived from it
     (best weights, metrics.csv) are written again from it. Then the model card."""
-    state = run.folder.load_checkpoint() if run.resuming else None
+    state = run.folder.load_checkpoint(run.group.shared(run.folder.checkpoint_bytes)) if run.resuming else None
     if state is not None:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
@@ -539,22 +568,23 @@ def _keep(run: Run, row: dict) -> bool:
 
 def _finish(run: Run) -> Classifier:
     """The results into config.json (last: a config with results marks the run finished), the
-    learning curves and the report on the validation set."""
+    learning curves and the report on the validation set. Under torchrun the other processes,
+    whose machines need not hold the run folder, return the best weights from memory."""
     total = time.perf_counter() - run.started
     best, last, folder = run.best, run.rows[-1], run.folder
+    config = run.card
+    config["metrics"] = {
+        "best_epoch": best["epoch"],
+        "val_accuracy": best["val_acc"],
+        "val_loss": best["val_loss"],
+        "final_val_accuracy": last["val_acc"],
+        "final_val_loss": last["val_loss"],
+        "epochs": len(run.rows),
+        "decode_seconds": round(run.decode_seconds, 2),
+        "seconds": round(total, 2),
+        **({"resumed_after_epoch": run.first_epoch - 1} if run.resuming else {}),
+    }
     if run.group.leader:
-        config = run.card
-        config["metrics"] = {
-            "best_epoch": best["epoch"],
-            "val_accuracy": best["val_acc"],
-            "val_loss": best["val_loss"],
-            "final_val_accuracy": last["val_acc"],
-            "final_val_loss": last["val_loss"],
-            "epochs": len(run.rows),
-            "decode_seconds": round(run.decode_seconds, 2),
-            "seconds": round(total, 2),
-            **({"resumed_after_epoch": run.first_epoch - 1} if run.resuming else {}),
-        }
         learning_curves(run.rows, folder.curves, title=f"{run.settings.arch} on {Path(run.settings.data).name}")
         clf = Classifier.load(folder.path)
         clf.config = config
@@ -566,4 +596,7 @@ def _finish(run: Run) -> Classifier:
             f"{total:.0f}s; model saved to {folder.path}"
         )
     run.group.barrier()
-    return Classifier.load(folder.path)
+    if run.group.leader:
+        return Classifier.load(folder.path)
+    run.model.load_state_dict(run.best_state)
+    return Classifier(run.model, config, folder.path)

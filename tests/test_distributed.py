@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +15,8 @@ from safetensors.torch import load_file
 from pawnet import augment
 from pawnet.distributed import Group
 
-from conftest import TRAIN, rows, run_cli
+import nodes
+from conftest import TRAIN, final_weights, rows, run_cli
 
 
 def test_processes_augmenting_their_parts_equal_one_process_augmenting_the_batch():
@@ -70,3 +73,79 @@ def test_two_processes_with_torchrun_match_one_process(data, tmp_path):
     w1, w2 = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     for name in w1:
         assert torch.allclose(w1[name], w2[name], atol=1e-4), name
+
+
+# Two machines simulated on one (tests/nodes.py): the same tolerance as two processes on one.
+TWO_NODES = [*TRAIN, "--precision", "fp32", "--batch-size", "15"]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two runs of the same settings: the same metrics per epoch and best weights within fp32
+    noise; the last epoch's weights drift a little further (1.2e-4 measured after 4 epochs)."""
+    for ra, rb in zip(rows(a), rows(b), strict=True):
+        for key in ("train_loss", "val_loss", "val_acc", "train_acc"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), abs=2e-4), (ra["epoch"], key)
+    best_a, best_b = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    last_a, last_b = final_weights(a), final_weights(b)
+    for name in best_a:
+        assert torch.allclose(best_a[name], best_b[name], atol=1e-4), name
+        assert torch.allclose(last_a[name], last_b[name], atol=2e-4), name
+
+
+@pytest.fixture(scope="module")
+def one_process(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "run"
+    r = run_cli("train", data, *TWO_NODES, "--out", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def finish(launchers, timeout=120) -> list[int | None]:
+    """The launchers' exit statuses; None for one still running after `timeout` seconds (then killed)."""
+    codes = []
+    for launcher in launchers:
+        try:
+            codes.append(launcher.wait(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            nodes.kill_node(launcher)
+            codes.append(None)
+    return codes
+
+
+@pytest.fixture(scope="module")
+def two_nodes(data, tmp_path_factory) -> Path:
+    """An uninterrupted run on two simulated machines: root/node0 and root/node1."""
+    root = tmp_path_factory.mktemp("nodes")
+    assert finish(nodes.start_nodes(root, data, ["data", *TWO_NODES, "--out", "run"])) == [0, 0]
+    return root
+
+
+def test_two_machines_train_one_model_equal_to_one_process_and_only_node_0_writes(one_process, two_nodes):
+    logs = [(two_nodes / f"node{n}.log").read_text() for n in (0, 1)]
+    assert "best epoch" in logs[0] and "best epoch" not in logs[1]  # only rank 0 speaks
+    assert sorted(p.name for p in (two_nodes / "node1").iterdir()) == ["data"]  # node 1 wrote nothing
+    run = two_nodes / "node0" / "run"
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in one_process.iterdir())
+    assert json.loads((run / "config.json").read_text())["training"]["processes"] == 2
+    assert_same_run(one_process, run)
+
+
+def test_a_machine_killed_mid_run_stops_the_other_and_the_run_resumes_on_both(data, two_nodes, tmp_path):
+    launchers = nodes.start_nodes(tmp_path, data, ["data", *TWO_NODES, "--out", "run"])
+    metrics = tmp_path / "node0" / "run" / "metrics.csv"
+    deadline = time.monotonic() + 90
+    while not metrics.exists() and launchers[0].poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metrics.exists(), (tmp_path / "node0.log").read_text()
+    nodes.kill_node(launchers[1])  # node 1's machine dies during epoch 2
+    killed = time.monotonic()
+    assert finish(launchers[:1], timeout=60) == [1]  # node 0 fails, and soon: its peer's connections closed
+    assert time.monotonic() - killed < 30
+    left = len(rows(tmp_path / "node0" / "run"))
+    assert 1 <= left < 4
+
+    # The same two commands with --resume: the run folder is on node 0's machine only.
+    assert finish(nodes.start_nodes(tmp_path, data, ["--resume", "run"])) == [0, 0]
+    assert f"resuming run after epoch {left} of 4" in (tmp_path / "node0.log").read_text()
+    assert sorted(p.name for p in (tmp_path / "node1").iterdir()) == ["data"]
+    assert_same_run(two_nodes / "node0" / "run", tmp_path / "node0" / "run")
