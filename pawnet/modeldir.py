@@ -86,9 +86,12 @@ def _check_shapes(folder: RunDir, config: dict, prep: Preprocessing, head_only: 
         raise _misfit(folder, RuntimeError("a head-only model must hold head.* tensors alone"))
     expected = {k: v for k, v in shapes.items() if k in stored} if head_only else shapes
     for name in sorted(set(expected) | set(stored)):
-        if expected.get(name) != stored.get(name):
-            found, wanted = stored.get(name, "missing"), expected.get(name, "not in the network")
-            raise _misfit(folder, RuntimeError(f"{name}: {found} stored, {wanted} for this config"))
+        if name not in stored:
+            raise _misfit(folder, RuntimeError(f"{name} is missing from the file"))
+        if name not in expected:
+            raise _misfit(folder, RuntimeError(f"{name} is in the file, not in a {config['arch']} network"))
+        if expected[name] != stored[name]:
+            raise _misfit(folder, RuntimeError(f"{name}: {stored[name]} stored, {expected[name]} for this config"))
 
 
 def _misfit(folder: RunDir, e: Exception) -> UserError:
