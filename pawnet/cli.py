@@ -162,8 +162,20 @@ def _serve_parser(sub) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     s.add_argument("--token", help="require Authorization: Bearer TOKEN on /predict, /explain and /model")
-    s.add_argument("--max-upload-mb", type=float, default=20, help="largest image file accepted")
-    s.add_argument("--max-files", type=int, default=64, help="most images in one request")
+    s.add_argument("--max-upload-mb", type=float, default=20, help="largest image file accepted (default: 20)")
+    s.add_argument("--max-files", type=int, default=64, help="most images in one request (default: 64)")
+    s.add_argument(
+        "--max-request-mb",
+        type=float,
+        help="largest request body, counted as it arrives (default: max-upload-mb x max-files, capped at 64)",
+    )
+    s.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host header names NAME (repeatable; '*': any host)",
+    )
 
 
 def _data_parser(sub) -> None:
@@ -313,6 +325,8 @@ def _serve(args) -> int:
         token=args.token,
         max_upload_mb=args.max_upload_mb,
         max_files=args.max_files,
+        max_request_mb=args.max_request_mb,
+        allow_hosts=args.allow_host,
     )
     return 0
 

@@ -8,6 +8,7 @@ This module needs only Pillow and NumPy: an exported model predicts without PyTo
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,10 +72,15 @@ def _open(source) -> Image.Image:
             img = Image.open(source)
         except Image.DecompressionBombWarning as e:
             raise ImageError(f"refused: image too large ({e})") from None
-    w, h = img.size
-    if w * h > MAX_PIXELS:
-        raise ImageError(f"refused: {w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit")
+    _check_pixels(img, MAX_PIXELS)
     return img
+
+
+def _check_pixels(img: Image.Image, limit: int) -> None:
+    w, h = img.size
+    if w * h > limit:
+        side = math.isqrt(limit)
+        raise ImageError(f"refused: {w}x{h} pixels is over the pixel limit of {limit:,} (about {side}x{side})")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -108,18 +114,23 @@ def _fit(img: Image.Image, size: int, resize: str) -> Image.Image:
     raise ValueError(f"unknown resize method {resize!r}")
 
 
-def load_pixels(source, prep: Preprocessing) -> np.ndarray:
+def load_pixels(source, prep: Preprocessing, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode one image (path, bytes, PIL image or uint8 array) to `size` x `size` x 3 uint8 RGB.
 
     JPEGs are decoded at reduced scale (Pillow's draft mode) when they are much larger than
     `size`, which makes decoding several times faster. EXIF orientation is applied.
+    An image that would decode to more than `max_pixels` (a JPEG: after that reduction; a
+    progressive JPEG: at full size, which its decoder holds whole) is refused.
     Raises ImageError with a one-line reason for anything that is not a readable image.
     """
     try:
         img = _open(source)
         with img:
             if img.format == "JPEG" and img.mode in ("RGB", "L"):
+                if img.info.get("progressive") or img.info.get("progression"):
+                    _check_pixels(img, max_pixels)
                 img.draft(img.mode, (prep.size, prep.size))
+            _check_pixels(img, max_pixels)
             img.load()
             img = ImageOps.exif_transpose(img)
             return np.asarray(_fit(_to_rgb(img), prep.size, prep.resize), dtype=np.uint8)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .config_check import validate_config
 from .errors import UserError
-from .images import Preprocessing
 from .predictor import Predictor
 
 CONFIG_KEY = "pawnet_config"
@@ -34,12 +34,17 @@ class OnnxClassifier(Predictor):
             raise UserError(f"{path}: no such ONNX file")
         try:
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            config = json.loads(session.get_modelmeta().custom_metadata_map[CONFIG_KEY])
-            Preprocessing.from_dict(config["preprocessing"])
-        except KeyError:
-            raise UserError(f"{path}: an ONNX file not exported by pawnet (no {CONFIG_KEY} metadata)") from None
+            text = session.get_modelmeta().custom_metadata_map.get(CONFIG_KEY)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable files
             raise UserError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        if text is None:
+            raise UserError(f"{path}: an ONNX file not exported by pawnet (no {CONFIG_KEY} metadata)")
+        try:
+            config = json.loads(text)
+        except ValueError as e:
+            raise UserError(f"{path}: its {CONFIG_KEY} metadata is not valid JSON ({e})") from None
+        validate_config(config, path)
+        _check_graph(session, config, path)
         return cls(session, config, path)
 
     def probabilities(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 256) -> np.ndarray:
@@ -53,3 +58,23 @@ class OnnxClassifier(Predictor):
                 p = (p + self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(x[..., ::-1])})[0]) / 2
             out.append(p)
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+
+def _check_graph(session, config: dict, path: Path) -> None:
+    """The graph takes `pixels` of the config's size and answers one probability per class:
+    read from its shapes where they are fixed, else from one run on a single black image."""
+    inputs, outputs = {i.name: i for i in session.get_inputs()}, {o.name: o for o in session.get_outputs()}
+    if INPUT not in inputs or OUTPUT not in outputs:
+        raise UserError(f"{path}: an ONNX file not exported by pawnet (no {INPUT!r} input or {OUTPUT!r} output)")
+    size, n_classes = config["preprocessing"]["size"], len(config["classes"])
+    shape = list(inputs[INPUT].shape)
+    if len(shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], (3, size, size))):
+        raise UserError(f"{path}: the network takes {shape[1:]} pixels, and the config says 3 x {size} x {size}")
+    width = outputs[OUTPUT].shape[-1] if len(outputs[OUTPUT].shape) == 2 else None
+    if not isinstance(width, int):
+        try:
+            width = session.run([OUTPUT], {INPUT: np.zeros((1, 3, size, size), np.float32)})[0].shape[-1]
+        except Exception as e:  # onnxruntime's own exception types
+            raise UserError(f"{path}: the network does not run on one image ({str(e).splitlines()[0][:200]})") from None
+    if width != n_classes:
+        raise UserError(f"{path}: the network answers {width} probabilities, and the config lists {n_classes} classes")

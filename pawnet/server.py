@@ -12,26 +12,75 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import io
+import json
+import os
 import secrets
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from importlib import resources
 from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from .errors import UserError
 from .images import ImageError, Preprocessing, load_pixels
 from .predictor import Predictor
 from .version import __version__
 
 MB = 1 << 20
 EXPLAIN_SIZE = 256  # side of the overlay /explain draws, whatever the network's input size
+# The most pixels an uploaded image may decode to (a JPEG: after its reduced-scale decoding).
+# Every network here looks at 1024 px or less, and an RGBA image of this size already takes
+# about 250 MB on its way to RGB; Pillow's own limit, 89 MP, would take over 1 GB.
+SERVER_MAX_PIXELS = 4096 * 4096
+# Images decoded at once, whatever the number of requests: decoding is CPU work, so more than
+# one per core gains no speed and multiplies the memory a burst of large uploads takes.
+DECODE_SLOTS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def request_limit_mb(max_upload_mb: float, max_files: int) -> float:
+    """The default `--max-request-mb`: room for `max_files` full-size files, capped at 64 MB
+    (or one file, where a file may be larger), so one request never spools gigabytes."""
+    return min(max_upload_mb * max_files, max(64, max_upload_mb))
+
+
+def check_options(port: int, max_upload_mb: float, max_files: int, max_request_mb: float | None) -> None:
+    """Refuse, as one line, the options that would only fail once the server is up."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port {port}: a port is a number from 1 to 65535")
+    if max_files < 1:
+        raise UserError(f"--max-files {max_files}: must be at least 1")
+    if not max_upload_mb > 0:
+        raise UserError(f"--max-upload-mb {max_upload_mb:g}: must be above 0")
+    if max_request_mb is not None and not max_request_mb > 0:
+        raise UserError(f"--max-request-mb {max_request_mb:g}: must be above 0")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, or one line saying why there is none (a busy port, an unknown host)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise UserError(f"--host {host}: cannot listen there ({e.strerror or e})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        reason = "already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        raise UserError(f"cannot serve on {host}:{port}: {reason} (pick another --port)") from None
+    return sock
 
 
 class Batcher:
@@ -105,6 +154,12 @@ class _Api:
         self.predictor, self.batcher = predictor, batcher
         self.max_upload_mb, self.max_files = max_upload_mb, max_files
         self.limit = int(max_upload_mb * MB)
+        self.decodes = asyncio.Semaphore(DECODE_SLOTS)
+
+    async def decode(self, data: bytes, prep: Preprocessing) -> np.ndarray:
+        """The pixels of one upload, decoded on a worker thread, `DECODE_SLOTS` at a time."""
+        async with self.decodes:
+            return await run_in_threadpool(load_pixels, data, prep, SERVER_MAX_PIXELS)
 
     async def read_upload(self, upload: UploadFile) -> bytes:
         """The file's bytes; over the size limit, 413 (having read one byte past the limit at most)."""
@@ -148,9 +203,7 @@ class _Api:
         for upload in files:
             name = upload.filename or "upload"
             try:
-                pixels = await run_in_threadpool(
-                    load_pixels, await self.read_upload(upload), self.predictor.preprocessing
-                )
+                pixels = await self.decode(await self.read_upload(upload), self.predictor.preprocessing)
                 readable.append((len(results), pixels))
                 results.append({"path": name})
             except ImageError as e:
@@ -173,7 +226,7 @@ class _Api:
     ):
         """Where the network looked (Grad-CAM) for its label of one image."""
         if len((await request.form()).getlist("file")) > 1:
-            raise HTTPException(413, "explain takes one image per request; /predict takes many")
+            raise HTTPException(422, "explain takes one image per request; /predict takes many")
         if not self.predictor.explainable:
             raise HTTPException(
                 400, "explain follows gradients through PyTorch: serve the model directory, not an .onnx file"
@@ -181,8 +234,8 @@ class _Api:
         prep = self.predictor.preprocessing
         try:
             data = await self.read_upload(file)
-            pixels = await run_in_threadpool(load_pixels, data, prep)
-            photo = await run_in_threadpool(load_pixels, data, Preprocessing(EXPLAIN_SIZE, prep.resize))
+            pixels = await self.decode(data, prep)
+            photo = await self.decode(data, Preprocessing(EXPLAIN_SIZE, prep.resize))
         except ImageError as e:
             raise HTTPException(422, f"{file.filename}: {e}") from None
         png, cam = await self.batcher.on_model_thread(_explain_png, self.predictor, pixels, photo)
@@ -196,36 +249,126 @@ class _Api:
         }
 
 
-def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
+class _Guard:
+    """ASGI middleware refusing what the endpoints would refuse anyway, before the body is read:
+    a `Host` this server does not answer to (DNS rebinding), a missing token, a body that is not
+    multipart, and a body over `largest_request` bytes. That last one is counted while the body
+    streams in, so a chunked upload with no Content-Length is stopped at the limit too, before
+    the multipart parser spools it to disk."""
 
+    PROTECTED = ("/predict", "/explain", "/model")
 
-def _guard(token: str | None, largest_request: int):
-    """Middleware refusing, before reading a byte of the body, what the endpoints would refuse anyway."""
+    def __init__(self, app, token: str | None, hosts: set[str] | None, largest_request: int):
+        self.app, self.hosts, self.largest_request = app, hosts, largest_request
+        self.bearer = None if token is None else b"Bearer " + token.encode("utf-8")
 
-    async def guard(request: Request, call_next):
-        if request.url.path in ("/predict", "/explain", "/model") and token is not None:
-            given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return _error(401, "this server needs Authorization: Bearer <token>")
-        if request.method == "POST" and request.url.path in ("/predict", "/explain"):
-            kind = request.headers.get("content-type", "")
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        refusal = self.refusal(scope, {k.lower(): v for k, v in scope["headers"]})
+        if refusal:
+            return await _answer(send, *refusal)
+        if scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        await self.limited(scope, receive, send)
+
+    def refusal(self, scope, headers: dict[bytes, bytes]) -> tuple[int, str] | None:
+        host = _host_name(headers.get(b"host", b"").decode("latin-1"))
+        if self.hosts is not None and host not in self.hosts:
+            return 421, f"this server does not answer to host {host or '(none)'!r}; start it with --allow-host {host}"
+        path = scope["path"]
+        given = headers.get(b"authorization", b"")  # bytes as sent: a UTF-8 token compares as UTF-8
+        if path in self.PROTECTED and self.bearer is not None and not secrets.compare_digest(given, self.bearer):
+            return 401, "this server needs Authorization: Bearer <token>"
+        if scope["method"] == "POST" and path in ("/predict", "/explain"):
+            kind = headers.get(b"content-type", b"").decode("latin-1")
             if not kind.startswith("multipart/form-data"):
-                return _error(415, f"send the images as multipart/form-data, not {kind or 'no content type'}")
-            length = request.headers.get("content-length", "")
-            if length.isdigit() and int(length) > largest_request:
-                return _error(413, f"request of {int(length) / MB:.1f} MB is larger than this server takes")
-        return await call_next(request)
+                return 415, f"send the images as multipart/form-data, not {kind or 'no content type'}"
+            length = headers.get(b"content-length", b"").decode("latin-1")
+            if length.isdigit() and int(length) > self.largest_request:
+                return 413, self.too_large(int(length))
+        return None
 
-    return guard
+    def too_large(self, size: int | None = None) -> str:
+        given = "request" if size is None else f"request of {size / MB:.1f} MB"
+        return f"{given} is over this server's {self.largest_request / MB:.1f} MB limit (--max-request-mb)"
+
+    async def limited(self, scope, receive, send):
+        """Run the app with the body counted as it arrives: past the limit, the app's reading
+        stops with an error, whatever it would answer is dropped, and the answer is 413."""
+        seen, over, started = 0, False, False
+
+        async def counted():
+            nonlocal seen, over
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.largest_request:
+                over = True
+                raise _TooLarge
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if not over:
+                started = True
+                await send(message)
+
+        with suppress(_TooLarge):
+            await self.app(scope, counted, guarded_send)
+        if over and not started:
+            await _answer(send, 413, self.too_large())
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port: `[::1]:8000` -> `::1`."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+async def _answer(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 413:  # the rest of the body is not read: the connection cannot carry another request
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def allowed_hosts(host: str, allow: tuple[str, ...] | list[str]) -> set[str] | None:
+    """The names a Host header may give: the address listened on, loopback, and `allow`;
+    None (no check) where `allow` holds '*'."""
+    if "*" in allow:
+        return None
+    names = {host.strip("[]"), *LOOPBACK, *(a.strip("[]").lower() for a in allow)}
+    if host in ("0.0.0.0", "::", ""):
+        names.add(socket.gethostname().lower())
+    return names
 
 
 def create_app(
-    predictor: Predictor, *, max_upload_mb: float = 20, max_files: int = 64, token: str | None = None
+    predictor: Predictor,
+    *,
+    max_upload_mb: float = 20,
+    max_files: int = 64,
+    max_request_mb: float | None = None,
+    token: str | None = None,
+    host: str = "127.0.0.1",
+    allow_hosts: tuple[str, ...] | list[str] = (),
 ) -> FastAPI:
-    """The FastAPI application serving `predictor` (a model from `pawnet.load`)."""
+    """The FastAPI application serving `predictor` (a model from `pawnet.load`).
+
+    Requests must name `host`, a loopback name or one of `allow_hosts` in their Host header
+    ('*' in `allow_hosts`: any). A request's body may hold `max_request_mb` (by default
+    `request_limit_mb(max_upload_mb, max_files)`), plus room for each file's part headers.
+    """
     batcher = Batcher(predictor)
     api = _Api(predictor, batcher, max_upload_mb, max_files)
+    request_mb = request_limit_mb(max_upload_mb, max_files) if max_request_mb is None else max_request_mb
 
     @asynccontextmanager
     async def lifespan(app):
@@ -240,7 +383,12 @@ def create_app(
         description=f"Image classifier: {predictor.config['arch']} telling {', '.join(predictor.classes)}.",
         lifespan=lifespan,
     )
-    app.middleware("http")(_guard(token, api.limit * max_files + MB))
+    app.add_middleware(
+        _Guard,
+        token=token,
+        hosts=allowed_hosts(host, allow_hosts),
+        largest_request=int(request_mb * MB) + 1024 * max_files,
+    )
     app.get("/", response_class=HTMLResponse, include_in_schema=False)(api.page)
     app.get("/health")(api.health)
     app.get("/model")(api.model_info)
@@ -281,21 +429,38 @@ def serve(
     token: str | None = None,
     max_upload_mb: float = 20,
     max_files: int = 64,
+    max_request_mb: float | None = None,
+    allow_hosts: tuple[str, ...] | list[str] = (),
     log=print,
 ) -> None:
-    """Serve `model` (a model directory, an .onnx file, or the default model) until interrupted."""
+    """Serve `model` (a model directory, an .onnx file, or the default model) until interrupted.
+
+    The options are checked and the port bound before "serving" is said: a busy port or an
+    impossible limit is a UserError (one line, exit status 2), not a traceback.
+    """
     import uvicorn
 
     from .loader import load
 
+    check_options(port, max_upload_mb, max_files, max_request_mb)
     predictor = load(model)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    sock = bind(host, port)
+    if host not in LOOPBACK:
         log(
             f"warning: serving on {host}, so other machines can reach this model"
             + ("" if token else "; consider --token")
+            + ("" if allow_hosts else "; requests must name it by an address given with --allow-host")
         )
     log(
         f"serving {predictor.path} ({predictor.config['arch']}: {', '.join(predictor.classes)}) on http://{host}:{port}/"
     )
-    app = create_app(predictor, max_upload_mb=max_upload_mb, max_files=max_files, token=token)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    app = create_app(
+        predictor,
+        max_upload_mb=max_upload_mb,
+        max_files=max_files,
+        max_request_mb=max_request_mb,
+        token=token,
+        host=host,
+        allow_hosts=allow_hosts,
+    )
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

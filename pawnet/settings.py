@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from .architectures import ARCHITECTURES, Recipe
+from .config_check import MAX_SIZE, MIN_SIZE
 from .errors import UserError
 
 
@@ -59,8 +60,10 @@ class RunSettings:
             batch_size=_given(self.batch_size, recipe.batch_size),
             preprocessing=replace(recipe.preprocessing, size=_given(self.img_size, recipe.preprocessing.size)),
         )
-        if min(recipe.epochs, recipe.batch_size) < 1 or recipe.preprocessing.size < 16:
-            raise UserError("--epochs and --batch-size must be at least 1, and --img-size at least 16")
+        if min(recipe.epochs, recipe.batch_size) < 1 or not MIN_SIZE <= recipe.preprocessing.size <= MAX_SIZE:
+            raise UserError(
+                f"--epochs and --batch-size must be at least 1, and --img-size from {MIN_SIZE} to {MAX_SIZE}"
+            )
         return recipe
 
 

@@ -151,3 +151,81 @@ def test_the_shipped_model_exports_outside_the_package(tmp_path, monkeypatch):
     assert output_path("default", None, quantize=False) == Path("runs", "export", "default.onnx")
     assert output_path(None, None, quantize=True) == Path("runs", "export", "default.int8.onnx")
     assert output_path("runs/seed", None, quantize=False) == Path("runs", "seed", "model.onnx")
+
+
+# Crafted configs: each is one line and exit 2, whether it sits in config.json or in an ONNX file's metadata.
+CRAFTED = {
+    "no-classes": (lambda c: c.pop("classes"), "'classes'"),
+    "one-class": (lambda c: c.update(classes=["cats"]), "at least two"),
+    "classes-as-a-string": (lambda c: c.update(classes="cd"), "at least two"),
+    "size-0": (lambda c: c["preprocessing"].update(size=0), "size"),
+    "no-arch": (lambda c: c.pop("arch"), "'arch'"),
+    "seed-with-3-classes": (lambda c: c.update(classes=["a", "b", "c"]), "3"),
+    "size-1200": (lambda c: c["preprocessing"].update(size=1200), "size"),
+    "std-0": (lambda c: c["preprocessing"].update(std=[0, 0, 0]), "std"),
+}
+
+
+def _crafted(kind, case, trained_model, onnx_path, tmp_path):
+    config = json.loads((trained_model / "config.json").read_text())
+    CRAFTED[case][0](config)
+    if kind == "directory":
+        target = tmp_path / "model"
+        target.mkdir()
+        (target / "config.json").write_text(json.dumps(config))
+        (target / "model.safetensors").write_bytes((trained_model / "model.safetensors").read_bytes())
+        return target
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    for entry in model.metadata_props:
+        if entry.key == "pawnet_config":
+            entry.value = json.dumps(config)
+    onnx.save(model, str(tmp_path / "crafted.onnx"))
+    return tmp_path / "crafted.onnx"
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+@pytest.mark.parametrize("kind", ["directory", "onnx"])
+def test_a_crafted_config_is_one_line_and_exit_2(exported, trained_model, tmp_path, kind, case):
+    model = _crafted(kind, case, trained_model, exported[0], tmp_path)
+    Image.fromarray(pattern("vertical", 48, seed=1)).save(tmp_path / "dog.png")
+    result = run_cli("predict", model, tmp_path / "dog.png")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert CRAFTED[case][1] in result.stderr, result.stderr
+
+
+def test_an_onnx_file_whose_outputs_do_not_match_its_classes_exits_2(exported, trained_model, tmp_path):
+    model = _crafted("onnx", "seed-with-3-classes", trained_model, exported[0], tmp_path)
+    config = json.loads((trained_model / "config.json").read_text())
+    import onnx
+
+    onnx_model = onnx.load(str(model))
+    for entry in onnx_model.metadata_props:
+        if entry.key == "pawnet_config":
+            entry.value = json.dumps({**config, "arch": "small", "classes": ["a", "b", "c"]})
+    onnx.save(onnx_model, str(model))
+    Image.fromarray(pattern("vertical", 48, seed=1)).save(tmp_path / "dog.png")
+    result = run_cli("predict", model, tmp_path / "dog.png")
+    assert result.returncode == 2 and "2 probabilities" in result.stderr and "3 classes" in result.stderr, result.stderr
+
+
+def test_a_config_whose_size_does_not_fit_the_weights_is_refused_before_the_network_is_built(trained_model, tmp_path):
+    import os
+    import subprocess
+
+    config = json.loads((trained_model / "config.json").read_text())
+    config["preprocessing"]["size"] = 1000  # a seed network this size holds 1 GB of dense weights
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "m" / "model.safetensors").write_bytes((trained_model / "model.safetensors").read_bytes())
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pawnet", "predict", str(tmp_path / "m"), str(tmp_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    stderr = child.stderr.read()
+    assert os.waitstatus_to_exitcode(status) == 2 and "weights do not fit" in stderr, stderr
+    assert usage.ru_maxrss < 700_000, f"{usage.ru_maxrss / 1000:.0f} MB used to refuse the weights"

@@ -287,3 +287,178 @@ def test_batching_is_chosen_only_for_a_network_slow_enough_to_gain_from_it():
         batcher = Batcher(Timed(seconds))
         asyncio.run(batcher.calibrate())
         assert batcher.batching is expected
+
+
+def _stream_chunked(url: str, total: int, chunk: int = 1 << 16, seconds: float = 60) -> tuple[int, bytes, float]:
+    """POST a multipart body of `total` bytes with chunked transfer encoding (no Content-Length),
+    stopping as soon as an answer arrives: the bytes sent by then, the answer and the seconds taken."""
+    import select
+
+    host, port = url.removeprefix("http://").split(":")
+    boundary = "pawnetboundary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\n\r\n'.encode()
+    sent, start, answer = 0, time.monotonic(), b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nTransfer-Encoding: chunked\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
+        )
+        payload = head + b"\0" * (chunk - len(head))
+        try:
+            while sent < total and time.monotonic() - start < seconds:
+                if select.select([sock], [], [], 0)[0]:
+                    break
+                sock.sendall(b"%x\r\n%s\r\n" % (len(payload), payload))
+                sent += len(payload)
+                payload = b"\0" * chunk
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:  # the server closed the connection: its answer is in the socket
+            pass
+        try:
+            while time.monotonic() - start < seconds and b"\r\n\r\n" not in answer:
+                piece = sock.recv(65536)
+                if not piece:
+                    break
+                answer += piece
+        except OSError:
+            pass
+    return sent, answer, time.monotonic() - start
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_while_it_streams(server):
+    sent, answer, _ = _stream_chunked(server.url, 50 * MB_)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    # The limit is 4 MiB here; loopback's socket buffers hold a few MiB more before the answer is seen.
+    assert sent < 20 * MB_, f"{sent / MB_:.0f} MiB taken in before the 413 (--max-upload-mb 1, --max-files 4)"
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
+MB_ = 1 << 20
+
+
+def test_the_request_limit_is_the_files_allowed_capped():
+    from pawnet.server import request_limit_mb
+
+    assert request_limit_mb(20, 64) == 64  # not 20 MB x 64 files
+    assert request_limit_mb(1, 4) == 4
+    assert request_limit_mb(100, 2) == 100  # one file of the largest size still fits
+
+
+def test_a_png_over_the_servers_pixel_limit_is_refused(server):
+    buf = io.BytesIO()
+    Image.new("RGBA", (5000, 4000), (10, 20, 30, 40)).save(buf, format="PNG")  # 20 MP, well under Pillow's 89 MP
+    r = httpx.post(server.url + "/predict", files={"files": ("wide.png", buf.getvalue())}, timeout=60)
+    assert r.status_code == 422 and "pixel limit" in r.json()["detail"], r.text
+    r = httpx.post(server.url + "/explain", files={"file": ("wide.png", buf.getvalue())}, timeout=60)
+    assert r.status_code == 422 and "pixel limit" in r.json()["detail"], r.text
+
+
+def test_decoding_runs_a_bounded_number_of_images_at_once(trained_model, monkeypatch):
+    import threading
+
+    import pawnet
+    from pawnet import server as server_module
+
+    running, most, lock = [0], [0], threading.Lock()
+    real = server_module.load_pixels
+
+    def counting(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(server_module, "load_pixels", counting)
+    app = server_module.create_app(pawnet.load(trained_model))
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                posts = [client.post("/predict", files={"files": ("a.png", png(seed=i))}) for i in range(16)]
+                return await asyncio.gather(*posts)
+
+    answers = asyncio.run(main())
+    assert all(a.status_code == 200 for a in answers)
+    assert 1 <= most[0] <= len(os.sched_getaffinity(0)) < 16  # one decode per core, however many requests
+
+
+def test_a_foreign_host_header_is_refused(server):
+    r = httpx.get(server.url + "/model", headers={"Host": "attacker.example"})
+    assert r.status_code == 421 and "attacker.example" in r.json()["detail"], r.text
+    for host in ("localhost", f"localhost:{server.port}", f"127.0.0.1:{server.port}", "[::1]:8000"):
+        assert httpx.get(server.url + "/model", headers={"Host": host}).status_code == 200, host
+
+
+@pytest.mark.parametrize(
+    "allowed, host, status",
+    [((), "attacker.example", 421), (("pets.example",), "pets.example:80", 200), (("*",), "attacker.example", 200)],
+)
+def test_allow_host_adds_names_or_turns_the_check_off(trained_model, allowed, host, status):
+    import pawnet
+    from pawnet.server import create_app
+
+    app = create_app(pawnet.load(trained_model), host="127.0.0.1", allow_hosts=allowed)
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{host}") as client:
+            return await client.get("/health")
+
+    assert asyncio.run(main()).status_code == status
+
+
+def test_a_utf8_token_matches_what_curl_sends(trained_model):
+    s = Server(trained_model, "--token", "pässwort")
+    try:
+        r = httpx.get(s.url + "/model", headers={"Authorization": "Bearer pässwort".encode()})
+        assert r.status_code == 200, r.text
+        assert httpx.get(s.url + "/model", headers={"Authorization": "Bearer passwort"}).status_code == 401
+    finally:
+        s.stop()
+
+
+def test_explain_with_two_files_is_422(server):
+    r = httpx.post(server.url + "/explain", files=[("file", ("a.png", png())), ("file", ("b.png", png(seed=1)))])
+    assert r.status_code == 422 and "one image" in r.json()["detail"], r.text
+
+
+def _busy_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--port", "99999"], "--port"),
+        ("busy", "already in use"),
+        (["--max-files", "0"], "--max-files"),
+        (["--max-upload-mb", "0"], "--max-upload-mb"),
+        (["--max-request-mb", "-1"], "--max-request-mb"),
+    ],
+    ids=["port-out-of-range", "port-busy", "max-files-0", "max-upload-mb-0", "max-request-mb-negative"],
+)
+def test_serve_refuses_bad_options_before_saying_serving(trained_model, options, message):
+    busy = _busy_port() if options == "busy" else None
+    if busy:
+        options = ["--port", str(busy.getsockname()[1])]
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "pawnet", "serve", str(trained_model), *options],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"serve {' '.join(options)} started serving")
+    finally:
+        if busy:
+            busy.close()
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "serving" not in r.stdout and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert message in r.stderr, r.stderr
