@@ -20,9 +20,8 @@ from conftest import TRAIN, final_weights, rows, run_cli
 HERE = Path(__file__).parent
 
 
-@pytest.mark.parametrize("moment", ["decode", "step:7", "checkpoint:2", "checkpoint:4"])
-def test_kill_9_at_any_moment_then_resume_equals_an_uninterrupted_run(moment, data, reference, tmp_path):
-    out = tmp_path / "run"
+def _stalled(moment, data, out, tmp_path):
+    """A `pawnet train` process stopped still at `moment` (see stall.py), its run folder open."""
     env = {**os.environ, "PAWNET_CACHE": str(tmp_path / "cold-cache")}  # so that decoding happens
     child = subprocess.Popen(
         [sys.executable, str(HERE / "stall.py"), moment, "train", str(data), *TRAIN, "--out", str(out)],
@@ -33,9 +32,14 @@ def test_kill_9_at_any_moment_then_resume_equals_an_uninterrupted_run(moment, da
     )
     for line in child.stdout:
         if line.strip() == "STALLED":
-            break
-    else:
-        pytest.fail(f"the run ended (exit {child.wait()}) before reaching {moment}")
+            return child
+    pytest.fail(f"the run ended (exit {child.wait()}) before reaching {moment}")
+
+
+@pytest.mark.parametrize("moment", ["decode", "step:7", "checkpoint:2", "checkpoint:4"])
+def test_kill_9_at_any_moment_then_resume_equals_an_uninterrupted_run(moment, data, reference, tmp_path):
+    out = tmp_path / "run"
+    child = _stalled(moment, data, out, tmp_path)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
 
@@ -72,22 +76,6 @@ def test_a_checkpoint_holding_code_is_refused(tmp_path):
     torch.save({"format": CHECKPOINT_FORMAT, "payload": Path("x")}, RunDir(tmp_path).checkpoint)
     with pytest.raises(UserError, match="unreadable checkpoint"):
         RunDir(tmp_path).load_checkpoint()
-
-
-def _stalled(moment, data, out, tmp_path):
-    """A `pawnet train` process stopped still at `moment` (see stall.py), its run folder open."""
-    env = {**os.environ, "PAWNET_CACHE": str(tmp_path / "cold-cache")}
-    child = subprocess.Popen(
-        [sys.executable, str(HERE / "stall.py"), moment, "train", str(data), *TRAIN, "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    for line in child.stdout:
-        if line.strip() == "STALLED":
-            return child
-    pytest.fail(f"the run ended (exit {child.wait()}) before reaching {moment}")
 
 
 def test_a_second_run_into_a_folder_in_use_is_refused_and_a_killed_one_resumes(data, tmp_path):
