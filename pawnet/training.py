@@ -90,7 +90,7 @@ def train(data, *, out=None, device: str = "auto", log=print, **settings) -> Cla
     folder of Kaggle-style names; validation comes from `val`, test_set/, or a held-out 20%.
     `settings` are those of `RunSettings`: `val`, `arch` (default "seed"), `epochs`, `batch_size`
     (the global batch: under torchrun each process takes its part of it), `img_size`, `seed`,
-    `precision` and `use_cache`. `device` and `precision` are described in `pawnet.devices`.
+    `precision`, `use_cache` and `finetune`. `device` and `precision` are described in `pawnet.devices`.
     """
     run_settings = RunSettings(data=data, **settings)
     folder = RunDir(out) if out else _next_run_dir()
