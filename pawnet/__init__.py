@@ -9,11 +9,12 @@ you have folders of photos for.
     model = pawnet.load("runs/seed")                     # or an exported "model.onnx"
     heatmap = pawnet.explain(model, "cat_or_dog_1.jpg")   # Grad-CAM, an array over the input
 
-The modules, each importing only those before it: errors, version, atomic, rundir (the files
-of a run folder), progress, images, data, cache, augment, devices, distributed, audit, download
-(photos and data sets); models, architectures, settings, modeldir, metrics, predictor,
-onnx_model, classifier (networks and trained models); plots, explanations, report (what a model
-shows); training; loader, onnx_export, server (uses of a trained model); cli (the command line).
+The modules, each importing only those before it (tests/test_structure.py keeps it so):
+errors, version, config_check, atomic, rundir, progress, images, data, cache, augment, devices,
+distributed, audit, download (photos, data sets and run folders); models, architectures,
+settings, modeldir, metrics (networks); plots, explanations, report (what a model shows);
+predictor, onnx_model, classifier (trained models); training; loader, onnx_export, server (the
+uses of a trained model); cli (the command line).
 """
 
 from .errors import UserError

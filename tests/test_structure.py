@@ -6,6 +6,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pawnet"
 LONGEST_FUNCTION = 60
+# The package's layers, in the order they may import each other: photos and data sets; networks,
+# what a model shows, trained models; training; the uses of a trained model; the command line.
+LAYERS = """errors version config_check atomic rundir progress images data cache augment devices distributed
+audit download models architectures settings modeldir metrics plots explanations report predictor onnx_model
+classifier training loader onnx_export server cli __main__""".split()
 
 
 def _module(path: Path) -> str:
@@ -64,6 +69,15 @@ def test_imports_have_no_cycle():
     graph = import_graph()
     assert len(graph) > 20 and graph["pawnet.training"] >= {"pawnet.classifier", "pawnet.rundir"}
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_each_module_imports_only_those_before_it():
+    place = {f"pawnet.{name}": i for i, name in enumerate(LAYERS)}
+    graph = import_graph()
+    unlisted = set(graph) - set(place) - {"pawnet"}
+    assert not unlisted, f"add {sorted(unlisted)} to LAYERS where it belongs"
+    backwards = [(m, d) for m, deps in graph.items() if m != "pawnet" for d in deps if place.get(d, 1e9) >= place[m]]
+    assert not backwards, backwards
 
 
 def test_the_graph_holds_function_level_imports_and_the_finder_finds_cycles():
