@@ -8,9 +8,39 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pawnet"
 LONGEST_FUNCTION = 60
 # The package's layers, in the order they may import each other: photos and data sets; networks,
 # what a model shows, trained models; training; the uses of a trained model; the command line.
-LAYERS = """errors version config_check atomic rundir progress images data cache augment devices distributed
-audit download models architectures settings modeldir metrics plots explanations report predictor onnx_model
-classifier training loader onnx_export server cli __main__""".split()
+LAYERS = [
+    "errors",
+    "version",
+    "config_check",
+    "atomic",
+    "rundir",
+    "progress",
+    "images",
+    "data",
+    "cache",
+    "augment",
+    "devices",
+    "distributed",
+    "audit",
+    "download",
+    "models",
+    "architectures",
+    "settings",
+    "modeldir",
+    "metrics",
+    "plots",
+    "explanations",
+    "report",
+    "predictor",
+    "onnx_model",
+    "classifier",
+    "training",
+    "loader",
+    "onnx_export",
+    "server",
+    "cli",
+    "__main__",
+]
 
 
 def _module(path: Path) -> str:
