@@ -82,6 +82,8 @@ def make_parent(path) -> Path:
     """Make the folder an output file goes into (with its parents), before the work that fills
     it starts; a folder that cannot be made is a UserError then, not a crash at the end."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; name the file to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

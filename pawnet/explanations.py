@@ -181,6 +181,8 @@ def explain_figure(
     except ImageError as e:
         raise UserError(f"{image}: {e}") from None
     out = make_parent(out or default_figure(image, steps))
+    if out.suffix.lower() != ".png":
+        raise UserError(f"{out}: explain draws a PNG; name the file .png")
     summary = {"image": str(image)}
     if steps:
         if isinstance(clf.model, SeedNet):

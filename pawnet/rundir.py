@@ -87,6 +87,12 @@ class RunDir:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
+    def refuse_if_in_use(self) -> None:
+        """A UserError naming the process that holds the folder's lock, if one does."""
+        if self.lock_file.exists():
+            self.lock()
+            self.unlock()
+
     def unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the last descriptor releases the flock

@@ -95,6 +95,8 @@ def train(data, *, out=None, device: str = "auto", log=print, **settings) -> Cla
     run_settings = RunSettings(data=data, **settings)
     folder = RunDir(out) if out else _next_run_dir()
     _refuse_inside_data(folder, run_settings)
+    if distributed.from_environment().leader:  # the others would see the leader's own lock
+        folder.refuse_if_in_use()
     if folder.holds_files():
         raise UserError(
             f"{folder.path}: already holds files; choose another --out, remove it, or continue it with --resume"
@@ -106,7 +108,10 @@ def resume(run_dir, *, device: str = "auto", log=print) -> Classifier | None:
     """Continue a run that was interrupted (even by kill -9) to the epochs it was asked for,
     with its settings, from its last checkpoint; a finished run is returned as it is (under
     torchrun, by the first process: the others return None)."""
-    return _run(None, RunDir(run_dir), device, log)
+    folder = RunDir(run_dir)
+    if distributed.from_environment().leader:  # the others would see the leader's own lock
+        folder.refuse_if_in_use()
+    return _run(None, folder, device, log)
 
 
 def _settings_to_resume(folder: RunDir, group: distributed.Group, log) -> RunSettings | None:

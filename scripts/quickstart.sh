@@ -24,6 +24,10 @@ if [ ! -d "$data" ]; then
     echo "no photos at $data; name the folder: bash scripts/quickstart.sh DATA" >&2
     exit 2
 fi
+if [ ! -f "$photo" ]; then
+    echo "no photo at $photo to label; name one: bash scripts/quickstart.sh DATA PHOTO" >&2
+    exit 2
+fi
 
 python3 -m venv .venv
 . .venv/bin/activate
@@ -40,6 +44,7 @@ pawnet predict "$photo"
 #    does not train again: --resume says the run is finished, or continues it if it was stopped.
 if [ -f runs/seed/config.json ]; then
     echo "runs/seed holds a run already: continuing it if it was stopped, else leaving it as it is"
+    echo "(it trains on the data it was started with; remove runs/seed to train on $data)"
     pawnet train --resume runs/seed
 else
     pawnet train "$data" --out runs/seed

@@ -16,7 +16,7 @@ from PIL import Image
 import pawnet
 from pawnet.explanations import block_steps, grad_cam, last_feature_layer, seed_steps
 
-from conftest import PATCH, SIZE, make_dataset, patch_image, run_cli
+from conftest import PATCH, SIZE, make_dataset, patch_image, pattern, run_cli
 
 
 def test_grad_cam_peak_lands_on_the_patch(patch_model):
@@ -159,6 +159,26 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_the_work(trained
     result = run_cli("evaluate", trained_model, trained_model.parent / "data", "--report", tmp_path / "file" / "r.html")
     assert result.returncode == 2
     assert result.stderr.startswith(f"pawnet: error: {tmp_path / 'file'}: cannot make the folder (")
+    assert "accuracy" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (lambda m, img, t: ["explain", m, img, "--out", t], "is a folder; name the file to write"),
+        (lambda m, img, t: ["explain", m, img, "--out", t / "x.txt"], "explain draws a PNG; name the file .png"),
+        (lambda m, img, t: ["explain", m, img, "--out", t / "noext"], "explain draws a PNG; name the file .png"),
+        (lambda m, img, t: ["export", m, "--out", t], "is a folder; name the file to write"),
+        (lambda m, img, t: ["evaluate", m, m.parent / "data", "--report", t], "is a folder; name the file to write"),
+    ],
+    ids=["explain-into-a-folder", "explain-txt", "explain-no-extension", "export-into-a-folder", "report-a-folder"],
+)
+def test_an_output_that_cannot_be_written_is_one_line_before_the_work(trained_model, tmp_path, command, message):
+    img = tmp_path / "img.png"
+    Image.fromarray(pattern("vertical", 48, seed=1)).save(img)
+    result = run_cli(*command(trained_model, img, tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "accuracy" not in result.stdout
 
 

@@ -82,10 +82,12 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_a_killed_one_resumes(d
     out = tmp_path / "run"
     child = _stalled("step:3", data, out, tmp_path)
     try:
-        r = run_cli("train", "--resume", out)
-        assert r.returncode == 2, r.stderr
-        assert f"{out}: another pawnet run (process {child.pid}) is writing into this folder" in r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        for args in (["--resume", out], [data, *TRAIN, "--out", out]):  # not "already holds files" for a new run
+            r = run_cli("train", *args)
+            assert r.returncode == 2, r.stderr
+            assert f"{out}: another pawnet run (process {child.pid}) is writing into this folder" in r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+            assert "data:" not in r.stdout  # refused before reading the data
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
