@@ -204,6 +204,9 @@ def test_a_file_of_mode_000_is_unreadable_for_a_user_who_may_not_read_it():
             command = [*as_user, sys.executable, "-m", "pawnet", *map(str, args)]
             return subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=300)
 
+        if as_user and pawnet("--version").returncode != 0:
+            pytest.skip(f"user nobody cannot run this checkout's Python ({sys.executable}): a folder above is private")
+
         r = pawnet("data", "check", data)
         assert r.returncode == 0, r.stderr
         assert f"unreadable  {locked}: permission denied" in r.stdout
