@@ -26,7 +26,7 @@ def _stalled(moment, data, out, tmp_path):
     child = subprocess.Popen(
         [sys.executable, str(HERE / "stall.py"), moment, "train", str(data), *TRAIN, "--out", str(out)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
