@@ -9,6 +9,7 @@ Only the libraries' public functions are wrapped (Pillow's `Image.open`, PyTorch
 `torch.save`), so pawnet's own code runs as it is.
 """
 
+import signal
 import sys
 import time
 
@@ -36,6 +37,11 @@ def at_call(function, k):
 
     return wrapper
 
+
+# A process started in the background of a non-interactive shell (as CI may run the tests)
+# inherits SIGINT ignored, and Python then never raises KeyboardInterrupt: take Ctrl-C as a
+# terminal would deliver it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 moment, args = sys.argv[1], sys.argv[2:]
 kind, _, n = moment.partition(":")
