@@ -100,7 +100,10 @@ def _run_settings(t) -> None:
     )
 
 
-MODEL_HELP = "a model directory, an exported .onnx file, or default (the cats-vs-dogs model shipped with pawnet)"
+SHIPPED = "default (the cats-vs-dogs model shipped with pawnet)"
+MODEL_HELP = f"a model directory, an exported .onnx file, or {SHIPPED}"
+# explain follows gradients and export starts from PyTorch: both need the model directory.
+MODEL_DIR_HELP = f"a model directory or {SHIPPED}"
 
 
 def _evaluate_parser(sub) -> None:
@@ -130,7 +133,7 @@ def _predict_parser(sub) -> None:
 
 def _explain_parser(sub) -> None:
     x = sub.add_parser("explain", help="where the network looked (Grad-CAM), or the tutorial's steps drawn")
-    x.add_argument("model", metavar="MODEL", help=MODEL_HELP.replace(", an exported .onnx file,", ""))
+    x.add_argument("model", metavar="MODEL", help=MODEL_DIR_HELP)
     x.add_argument("image", metavar="IMAGE", help="the photo to explain")
     x.add_argument(
         "--out", metavar="PNG", help="figure to write (default: runs/explain/IMAGE's name + _gradcam.png or _steps.png)"
@@ -143,7 +146,7 @@ def _explain_parser(sub) -> None:
 
 def _export_parser(sub) -> None:
     o = sub.add_parser("export", help="a portable model (ONNX), checked against PyTorch")
-    o.add_argument("model", metavar="MODEL", help=MODEL_HELP.replace(", an exported .onnx file,", ""))
+    o.add_argument("model", metavar="MODEL", help=MODEL_DIR_HELP)
     o.add_argument("--format", choices=["onnx"], default="onnx", help="onnx (the only one)")
     o.add_argument("--out", metavar="FILE", help="default: MODEL/model.onnx (for default: runs/export/default.onnx)")
     o.add_argument("--quantize", action="store_true", help="int8 weights (onnxruntime dynamic quantization)")
