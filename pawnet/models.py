@@ -3,14 +3,20 @@
 Every network takes a float batch of 0-255 RGB pixels, (N, 3, size, size), and normalises it
 itself, so the normalisation travels with the weights (into ONNX too) and cannot be forgotten.
 It returns logits: one per image for a sigmoid (binary) network, one per class otherwise.
+
+Each network is also its two halves: `embed(x)`, the vector its last layer reads (what the
+unknown-photo check measures), and `classify(vectors)`, that last layer.
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def to_input(pixels: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
@@ -74,15 +80,19 @@ class SeedNet(nn.Module):
         self.output = nn.Linear(128, 1)
         _keras_init(self)
 
-    def forward(self, x):
+    def embed(self, x):
         x = self.rescale(x)
         # ReLU and 2x2 max pooling commute (ReLU never changes which value is largest), so
         # pooling first computes the same function with a quarter of the ReLU work.
         x = F.relu(self.pool1(self.conv1(x)))
         x = F.relu(self.pool2(self.conv2(x)))
-        x = self.flatten(x)
-        x = F.relu(self.dense(x))
-        return self.output(x)
+        return F.relu(self.dense(self.flatten(x)))
+
+    def classify(self, features):
+        return self.output(features)
+
+    def forward(self, x):
+        return self.classify(self.embed(x))
 
 
 def _keras_init(module: nn.Module) -> None:
@@ -123,8 +133,14 @@ class SmallNet(nn.Module):
         # Step 4: full connection.
         self.classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear(w[-1], n_classes))
 
+    def embed(self, x):
+        return self.pool(self.features(self.rescale(x)))
+
+    def classify(self, features):
+        return self.classifier(features)
+
     def forward(self, x):
-        return self.classifier(self.pool(self.features(self.rescale(x))))
+        return self.classify(self.embed(x))
 
 
 class EfficientNetLite0(nn.Module):
@@ -146,17 +162,50 @@ class EfficientNetLite0(nn.Module):
         self.backbone = EfficientNet.from_name("efficientnet-lite0", num_classes=1000, image_size=size)
         self.backbone._fc = nn.Identity()  # the ImageNet classifier is replaced by `head`
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, n_classes))
+        # The body's own ImageNet classifier, kept (outside the saved weights) where the body is
+        # the pretrained one: it names what an unknown photo looks like.
+        self.imagenet: nn.Linear | None = None
 
     def load_pretrained(self, state: dict) -> None:
-        """The body's weights from ImageNet training; their ImageNet classifier is left out."""
+        """The body's weights from ImageNet training, and beside them its ImageNet classifier."""
         self.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("_fc.")})
+        imagenet = nn.Linear(1280, state["_fc.weight"].shape[0])
+        imagenet.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]})
+        object.__setattr__(self, "imagenet", imagenet.eval())  # not a submodule: never saved or trained
 
-    def features(self, x):
+    def embed(self, x):
         """Steps 1 to 3: the frozen-able convolutional body, averaged to one 1280-vector per image."""
         return self.backbone._avg_pooling(self.backbone.extract_features(self.rescale(x))).flatten(1)
 
+    def classify(self, features):
+        return self.head(features)
+
     def forward(self, x):
-        return self.head(self.features(x))
+        return self.classify(self.embed(x))
+
+    def fused(self) -> EfficientNetLite0:
+        """A copy for inference, twice as fast on a CPU: each batch norm folded into the
+        convolution before it, and the symmetric padding of stride-1 convolutions done by the
+        convolution itself rather than by a separate copy."""
+        fused = copy.deepcopy(self).eval()
+        object.__setattr__(fused, "imagenet", self.imagenet)
+        body = fused.backbone
+        pairs = [(body, "_conv_stem", "_bn0"), (body, "_conv_head", "_bn1")]
+        for block in body._blocks:
+            if hasattr(block, "_expand_conv"):
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        for owner, conv_name, bn_name in pairs:
+            conv = fuse_conv_bn_eval(getattr(owner, conv_name), getattr(owner, bn_name))
+            pad = conv.static_padding
+            if isinstance(pad, nn.ZeroPad2d) and len(set(pad.padding)) == 1:
+                conv.padding, conv.static_padding = (pad.padding[0],) * 2, nn.Identity()
+            setattr(owner, conv_name, conv)
+            setattr(owner, bn_name, nn.Identity())
+        for m in fused.modules():
+            if isinstance(m, nn.Hardtanh):  # ReLU6 is one: in place saves a copy of every activation
+                m.inplace = True
+        return fused
 
 
 def imagenet_weights() -> dict:

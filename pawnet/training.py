@@ -336,7 +336,7 @@ def _features(run: Run, pixels, prec, desc: str, mirror: bool = False, batch_siz
     with torch.no_grad(), prec.autocast(device):
         for start in bar(range(mine.start, mine.stop, batch_size), desc=desc, unit="batch", leave=False):
             x = _as_input(pixels, slice(start, min(start + batch_size, mine.stop)), device)
-            out.append(model.features(x.flip(3) if mirror else x).float())
+            out.append(model.embed(x.flip(3) if mirror else x).float())
     return run.group.gather_rows(torch.cat(out), len(pixels))
 
 

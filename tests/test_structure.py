@@ -28,6 +28,8 @@ LAYERS = [
     "settings",
     "modeldir",
     "metrics",
+    "calibration",
+    "unknown",
     "plots",
     "explanations",
     "report",
