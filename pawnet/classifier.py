@@ -7,9 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import calibration
+from .errors import UserError
 from .modeldir import load_model
 from .models import probabilities, to_input
-from .predictor import Predictor
+from .predictor import Outputs, Predictor
+from .rundir import RunDir
+from .unknown import KEEP, UnknownCheck
 
 
 class Classifier(Predictor):
@@ -17,27 +21,92 @@ class Classifier(Predictor):
 
     explainable = True
 
-    def __init__(self, model: torch.nn.Module, config: dict, path: Path | None = None):
+    def __init__(
+        self, model: torch.nn.Module, config: dict, path: Path | None = None, check: UnknownCheck | None = None
+    ):
         super().__init__(config, path)
         self.model = model.eval().to(memory_format=torch.channels_last)
+        # Predictions run on a copy made for inference where the network has one (EfficientNet's
+        # batch norms folded away); Grad-CAM follows the network as it was trained.
+        self.fast = model.fused().to(memory_format=torch.channels_last) if hasattr(model, "fused") else self.model
+        self.check = check
 
     @classmethod
     def load(cls, path) -> Classifier:
         model, config = load_model(path)
-        return cls(model, config, Path(path))
+        check = None
+        if "unknown" in config:
+            file = RunDir(path).unknown
+            if not file.is_file():
+                raise UserError(f"{file}: missing (the config names the unknown-photo check it holds)")
+            check = UnknownCheck.load(file, config["unknown"]["threshold"])
+        return cls(model, config, Path(path), check)
 
-    def probabilities(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 256) -> np.ndarray:
-        out = []
+    def vectors(self, pixels: np.ndarray, mirror: bool = False, batch_size: int = 128) -> np.ndarray:
+        """The vectors the network's last layer reads (`embed`), for every image."""
+        out = [np.zeros((0, 0), np.float32)]
         with torch.inference_mode():
             for start in range(0, len(pixels), batch_size):
                 x = to_input(pixels[start : start + batch_size])
-                p = probabilities(self.model, self.model(x))
-                if tta:
-                    p = (p + probabilities(self.model, self.model(x.flip(3)))) / 2
-                out.append(p)
-        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
+                out.append(self.fast.embed(x.flip(3) if mirror else x).float().numpy())
+        return np.concatenate(out[1:]) if len(out) > 1 else out[0]
+
+    def outputs(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 128) -> Outputs:
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(pixels), batch_size):
+                x = to_input(pixels[start : start + batch_size])
+                views = [self._outputs(x)] + ([self._outputs(x.flip(3))] if tta else [])
+                parts.append(_mean(views))
+        return Outputs.join(parts, len(self.classes))
+
+    def _outputs(self, x: torch.Tensor) -> Outputs:
+        v = self.fast.embed(x)
+        p = probabilities(self.fast, self.fast.classify(v).float() / self.temperature).numpy()
+        scores = None if self.check is None else self.check.scores(v.float().numpy())
+        imagenet = getattr(self.fast, "imagenet", None)
+        looks_like = None if imagenet is None else imagenet(v).argmax(1).numpy()
+        return Outputs(p, scores, looks_like)
+
+    def fit_checks(self, train_vectors: np.ndarray, val_vectors: np.ndarray, val_labels: np.ndarray) -> dict:
+        """Temperature scaling and the unknown-photo check, fitted to the training and validation
+        photos' vectors; returns what config.json records of them."""
+        with torch.inference_mode():
+            logits = self.fast.classify(torch.from_numpy(np.ascontiguousarray(val_vectors))).float().numpy()
+        binary = getattr(self.model, "binary", False)
+        before = calibration.softmax(logits, binary)
+        temperature = calibration.fit_temperature(logits, val_labels, binary)
+        after = calibration.softmax(logits / temperature, binary)
+        self.check = UnknownCheck.fit(train_vectors, val_vectors)
+        self.temperature, self.threshold = temperature, self.check.threshold
+        return {
+            "calibration": {
+                "temperature": round(temperature, 6),
+                "bins": calibration.BINS,
+                "val_ece_before": round(calibration.ece(before, val_labels), 6),
+                "val_ece_after": round(calibration.ece(after, val_labels), 6),
+            },
+            "unknown": {
+                "method": "residual of unit-length vectors outside their top principal directions",
+                "dims": int(self.check.basis.shape[1]),
+                "threshold": self.check.threshold,
+                "keep": KEEP,
+                "val_known": round(float(self.check.known(val_vectors).mean()), 6),
+                "train_vectors": int(len(train_vectors)),
+            },
+        }
 
     def grad_cam(self, pixels: np.ndarray, class_name: str | None = None, layer: str | None = None):
         from .explanations import grad_cam
 
         return grad_cam(self, pixels, class_name, layer)
+
+
+def _mean(views: list[Outputs]) -> Outputs:
+    """What the model says of a photo and its mirror image, averaged (the ImageNet name is the
+    photo's own)."""
+    if len(views) == 1:
+        return views[0]
+    a, b = views
+    scores = None if a.scores is None else (a.scores + b.scores) / 2
+    return Outputs((a.probabilities + b.probabilities) / 2, scores, a.looks_like)

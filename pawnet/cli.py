@@ -115,11 +115,18 @@ def _evaluate_parser(sub) -> None:
     e.add_argument("--tta", action="store_true", help="average each photo with its mirror image")
     e.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report, top losses included")
     e.add_argument("--no-cache", action="store_true", help="decode the photos again instead of reading the disk cache")
+    e.add_argument(
+        "--unknown",
+        metavar="DIR",
+        help="a folder of photos of none of the classes: also measure how well the model tells them apart",
+    )
     e.add_argument("--json", action="store_true", help="print the results as one JSON object")
 
 
 def _predict_parser(sub) -> None:
-    r = sub.add_parser("predict", help="label photos", usage="pawnet predict [MODEL] PATH... [--tta] [--json]")
+    r = sub.add_parser(
+        "predict", help="label photos", usage="pawnet predict [MODEL] PATH... [--tta] [--all-known] [--json]"
+    )
     r.add_argument(
         "paths",
         metavar="[MODEL] PATH",
@@ -128,6 +135,11 @@ def _predict_parser(sub) -> None:
         "pawnet), then image files or folders of them",
     )
     r.add_argument("--tta", action="store_true", help="average each photo with its mirror image")
+    r.add_argument(
+        "--all-known",
+        action="store_true",
+        help="give every photo one of the classes, even one that looks like none of them (no 'unknown')",
+    )
     r.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
 
 
@@ -228,14 +240,31 @@ FLAGS = {"data": "DATA", "use_cache": "--no-cache"}
 def _evaluate(args) -> int:
     from .loader import load
 
-    result = load(args.model).evaluate(args.data, tta=args.tta, report=args.report, use_cache=not args.no_cache)
+    model = load(args.model)
+    _said_once(model)
+    result = model.evaluate(
+        args.data, tta=args.tta, report=args.report, use_cache=not args.no_cache, unknown=args.unknown
+    )
     if args.report:
         print(f"report written to {args.report}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{result['data']}: {result['n_images']} images, {result['n_skipped']} skipped")
-    print(f"accuracy {result['accuracy']:.4f}   loss {result['loss']:.4f}" + ("   (with TTA)" if args.tta else ""))
+    print(
+        f"accuracy {result['accuracy']:.4f}   loss {result['loss']:.4f}   ECE {result['ece']:.4f}"
+        + ("   (with TTA)" if args.tta else "")
+    )
+    if result["checks_unknown"]:
+        print(
+            f"known {result['known_share']:.2%} of the photos (the rest look like none of the classes); "
+            f"accuracy on those {result['accuracy_known']:.4f}"
+        )
+    if "unknown_auroc" in result:
+        print(
+            f"{result['unknown_data']}: {result['unknown_called_unknown']:.2%} of {result['unknown_n_images']} "
+            f"photos called unknown; AUROC {result['unknown_auroc']:.4f}"
+        )
     width = max(len(c) for c in result["classes"]) + 2
     print(f"\n{'class':<{width}}precision  recall  f1      support")
     for name, m in result["per_class"].items():
@@ -257,7 +286,10 @@ def _predict(args) -> int:
     model, paths = _model_and_paths(args.paths)
     if not paths:
         raise UserError(f"no images to predict: name image files or folders after the model {model}")
-    results = load(model).predict(paths, tta=args.tta)
+    predictor = load(model)
+    if not args.all_known:
+        _said_once(predictor)
+    results = predictor.predict(paths, tta=args.tta, all_known=args.all_known)
     if not results:
         raise UserError("no images found in " + " ".join(paths))
     failed = [r for r in results if "error" in r]
@@ -268,11 +300,28 @@ def _predict(args) -> int:
         for r in results:
             if "error" in r:
                 print(f"{r['path']:<{width}}error: {r['error']}")
-            else:
+            elif r["known"]:
                 print(f"{r['path']:<{width}}{r['label']}  {r['probability']:.2f}")
+            else:
+                print(f"{r['path']:<{width}}unknown  ({_why_unknown(r)})")
     if failed:
         print(f"pawnet: {len(failed)} of {len(results)} files could not be read", file=sys.stderr)
     return 2 if len(failed) == len(results) else 0
+
+
+def _said_once(predictor) -> None:
+    if not predictor.checks_unknown:
+        print(
+            f"note: {predictor.path} was trained before pawnet checked for photos of none of its classes: "
+            "every photo is taken for one of them (train it again to add the check)",
+            file=sys.stderr,
+        )
+
+
+def _why_unknown(row: dict) -> str:
+    if "looks_like" in row:
+        return f"looks like: {row['looks_like']}"
+    return f"unlike the training photos: score {row['unknown_score']:.3f}"
 
 
 def _model_and_paths(paths: list[str]) -> tuple[str | None, list[str]]:

@@ -33,7 +33,19 @@ def validate_config(config, where) -> dict:
     ):
         raise UserError(f"{where}: 'classes' must list at least two distinct class names, not {_short(classes)}")
     _check_preprocessing(config.get("preprocessing"), where)
+    _check_number(config, "calibration", "temperature", where, positive=True)
+    _check_number(config, "unknown", "threshold", where)
     return config
+
+
+def _check_number(config: dict, section: str, key: str, where, positive: bool = False) -> None:
+    """`config[section][key]` a number (above 0 with `positive`), where the section is there at all."""
+    if section not in config:
+        return
+    value = config[section].get(key) if isinstance(config[section], dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0):
+        rule = "a number above 0" if positive else "a number"
+        raise UserError(f"{where}: {section} {key} must be {rule}, not {_short(value)}")
 
 
 def _check_preprocessing(prep, where) -> None:

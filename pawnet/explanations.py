@@ -81,7 +81,7 @@ def grad_cam(clf, pixels: np.ndarray, class_name: str | None = None, layer: str 
     try:
         with torch.enable_grad():
             logits = model(to_input(pixels[None]))
-            probs = probabilities(model, logits.detach())[0].numpy()
+            probs = probabilities(model, logits.detach() / clf.temperature)[0].numpy()
             k = int(probs.argmax()) if class_name is None else clf.classes.index(class_name)
             _class_score(model, logits, k).backward()
     finally:

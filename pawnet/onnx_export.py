@@ -15,21 +15,39 @@ from .atomic import make_parent
 from .classifier import Classifier
 from .loader import DEFAULT_MODEL, resolve
 from .models import probabilities
-from .onnx_model import CONFIG_KEY, INPUT, OUTPUT, OnnxClassifier
+from .onnx_model import CONFIG_KEY, INPUT, LOOKS_LIKE, OUTPUT, SCORE, OnnxClassifier
 from .rundir import RunDir
 
 PARITY_TOLERANCE = 1e-4
 
 
-class _WithProbabilities(torch.nn.Module):
-    """The network with its sigmoid or softmax, so an ONNX user gets probabilities directly."""
+class _Exported(torch.nn.Module):
+    """The network with its temperature and its sigmoid or softmax, so an ONNX user gets
+    calibrated probabilities directly; and, where the model has them, the unknown-photo score
+    (`unknown.py`'s arithmetic, in the graph) and the ImageNet class the photo looks like most."""
 
-    def __init__(self, model):
+    def __init__(self, clf: Classifier):
         super().__init__()
-        self.model = model
+        self.model = clf.model.to(memory_format=torch.contiguous_format)
+        self.temperature = clf.temperature
+        self.check = clf.check is not None
+        if self.check:
+            self.register_buffer("mean", torch.from_numpy(clf.check.mean))
+            self.register_buffer("basis", torch.from_numpy(clf.check.basis))
+        self.imagenet = getattr(clf.model, "imagenet", None)
+
+    def outputs(self) -> list[str]:
+        return [OUTPUT] + [SCORE] * self.check + [LOOKS_LIKE] * (self.imagenet is not None)
 
     def forward(self, pixels):
-        return probabilities(self.model, self.model(pixels))
+        v = self.model.embed(pixels)
+        out = [probabilities(self.model, self.model.classify(v) / self.temperature)]
+        if self.check:
+            centred = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12) - self.mean
+            out.append((centred - (centred @ self.basis) @ self.basis.T).norm(dim=1))
+        if self.imagenet is not None:
+            out.append(self.imagenet(v).argmax(1))
+        return tuple(out)
 
 
 def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -> dict:
@@ -43,7 +61,7 @@ def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -
     clf = Classifier.load(resolve(model_dir))
     out = make_parent(output_path(model_dir, out, quantize))
     size = clf.preprocessing.size
-    wrapper = _WithProbabilities(clf.model.to(memory_format=torch.contiguous_format)).eval()
+    wrapper = _Exported(clf).eval()
     example = torch.rand(2, 3, size, size) * 255
     batch = torch.export.Dim("batch", min=1, max=4096)
     with _exporter_quiet():
@@ -53,7 +71,7 @@ def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -
             dynamo=True,
             verbose=False,
             input_names=[INPUT],
-            output_names=[OUTPUT],
+            output_names=wrapper.outputs(),
             dynamic_shapes={"pixels": {0: batch}},
         )
         onnx_program.optimize()
@@ -67,11 +85,11 @@ def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -
     worst = 0.0
     for n in (1, 7):
         pixels = (torch.rand(n, size, size, 3, generator=generator) * 255).to(torch.uint8).numpy()
-        worst = max(worst, float(np.abs(exported.probabilities(pixels) - clf.probabilities(pixels)).max()))
+        worst = max(worst, _difference(exported.outputs(pixels), clf.outputs(pixels)))
     report = {"onnx": str(out), "max_probability_difference": worst, "bytes": out.stat().st_size}
     log(
-        f"exported {out} ({out.stat().st_size / 1e6:.2f} MB); "
-        f"largest probability difference from PyTorch on batches of 1 and 7: {worst:.2e}"
+        f"exported {out} ({out.stat().st_size / 1e6:.2f} MB); largest difference from PyTorch in probabilities"
+        f"{' and unknown scores' if clf.check else ''} on batches of 1 and 7: {worst:.2e}"
     )
     if worst >= PARITY_TOLERANCE:
         raise RuntimeError(f"the ONNX model differs from PyTorch by {worst:.2e} (limit {PARITY_TOLERANCE:.0e})")
@@ -79,6 +97,19 @@ def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -
     if quantize:
         report.update(_quantize(out, clf, check, log))
     return report
+
+
+def _difference(a, b) -> float:
+    """The largest difference between two models' probabilities and unknown scores; infinite
+    where their verdicts or ImageNet names differ."""
+    worst = float(np.abs(a.probabilities - b.probabilities).max())
+    if (a.scores is None) != (b.scores is None) or (a.looks_like is None) != (b.looks_like is None):
+        return float("inf")
+    if a.scores is not None:
+        worst = max(worst, float(np.abs(a.scores - b.scores).max()))
+    if a.looks_like is not None and not np.array_equal(a.looks_like, b.looks_like):
+        return float("inf")
+    return worst
 
 
 def output_path(model_dir, out=None, quantize: bool = False) -> Path:

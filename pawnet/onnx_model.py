@@ -14,10 +14,11 @@ import numpy as np
 
 from .config_check import validate_config
 from .errors import UserError
-from .predictor import Predictor
+from .predictor import Outputs, Predictor
 
 CONFIG_KEY = "pawnet_config"
 INPUT, OUTPUT = "pixels", "probabilities"
+SCORE, LOOKS_LIKE = "unknown_score", "looks_like"  # outputs of models exported with them
 
 
 class OnnxClassifier(Predictor):
@@ -47,17 +48,21 @@ class OnnxClassifier(Predictor):
         _check_graph(session, config, path)
         return cls(session, config, path)
 
-    def probabilities(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 256) -> np.ndarray:
-        out = []
+    def outputs(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 256) -> Outputs:
+        names = [o.name for o in self.session.get_outputs() if o.name in (OUTPUT, SCORE, LOOKS_LIKE)]
+        parts = []
         for start in range(0, len(pixels), batch_size):
             x = np.ascontiguousarray(
                 np.asarray(pixels[start : start + batch_size]).transpose(0, 3, 1, 2), dtype=np.float32
             )
-            p = self.session.run([OUTPUT], {INPUT: x})[0]
+            got = dict(zip(names, self.session.run(names, {INPUT: x})))
             if tta:
-                p = (p + self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(x[..., ::-1])})[0]) / 2
-            out.append(p)
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+                mirrored = dict(zip(names, self.session.run(names, {INPUT: np.ascontiguousarray(x[..., ::-1])})))
+                for name in (OUTPUT, SCORE):
+                    if name in got:
+                        got[name] = (got[name] + mirrored[name]) / 2
+            parts.append(Outputs(got[OUTPUT], got.get(SCORE), got.get(LOOKS_LIKE)))
+        return Outputs.join(parts, len(self.classes))
 
 
 def _check_graph(session, config: dict, path: Path) -> None:

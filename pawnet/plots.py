@@ -152,3 +152,53 @@ def block_steps_figure(steps: dict, classes: list[str], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def checks_figure(probs, labels, scores, threshold, out, title: str = "") -> None:
+    """Left: the reliability diagram, the top label's confidence against how often it is right
+    (a calibrated model's bars sit on the diagonal). Right, where the model has the unknown-photo
+    check: the histogram of unknown scores and the threshold above which a photo is unknown.
+    `out` is a path or a binary file."""
+    from .calibration import ece, reliability
+
+    plt = _pyplot()
+    panels = 2 if scores is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    ax = axes[0][0]
+    rows = reliability(probs, labels)
+    ax.bar(
+        [r["low"] for r in rows],
+        [r["accuracy"] for r in rows],
+        width=1 / 15,
+        align="edge",
+        alpha=0.7,
+        edgecolor="black",
+        label="accuracy in the bin",
+    )
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+    ax.plot(
+        [r["confidence"] for r in rows], [r["accuracy"] for r in rows], "o", color="C3", ms=4, label="mean confidence"
+    )
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="confidence of the top label",
+        ylabel="accuracy",
+        title=f"reliability (ECE {ece(probs, labels):.4f})",
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    if scores is not None:
+        ax = axes[0][1]
+        ax.hist(scores, bins=40, color="C0", alpha=0.8)
+        ax.axvline(threshold, color="C3", lw=2, label=f"threshold {threshold:.3f}")
+        ax.set(
+            xlabel="unknown score (higher: less like the training photos)",
+            ylabel="photos",
+            title=f"unknown scores ({(scores > threshold).mean():.1%} above)",
+        )
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100, format="png")
+    plt.close(fig)

@@ -18,6 +18,7 @@ from PIL import Image
 from .atomic import write_text
 from .explanations import overlay
 from .images import ImageError, Preprocessing, load_pixels
+from .plots import checks_figure
 from .rundir import RunDir
 
 THUMB = 160
@@ -108,6 +109,7 @@ def write_report(clf, result: dict, outcome, path, curves: Path | None = None, t
         f"<h1>{html.escape(title)}</h1>",
         _results(result),
         _curves(curves),
+        _checks(clf, outcome),
         _data(clf, data),
         _skipped({**data.get("skipped", {}), **result.get("skipped", {})}),
         _timing(config.get("metrics", {})),
@@ -130,9 +132,26 @@ def _results(result: dict) -> str:
     per_class = [[c, m["precision"], m["recall"], m["f1"], m["support"]] for c, m in result["per_class"].items()]
     return (
         f"{where}<h2>Results</h2><p>accuracy <b>{result['accuracy']:.4f}</b>, loss {result['loss']:.4f}, "
+        f"ECE {result['ece']:.4f}, "
         f"{result['n_images']} images, {result['n_skipped']} skipped{' (with TTA)' if result.get('tta') else ''}</p>"
         f"<h3>Confusion matrix</h3>{_confusion(result)}"
         f"<h3>Per class</h3>{_table(per_class, ['class', 'precision', 'recall', 'F1', 'support'])}"
+    )
+
+
+def _checks(clf, outcome) -> str:
+    """The reliability diagram, and the unknown scores of the photos against the threshold."""
+    png = io.BytesIO()
+    checks_figure(outcome.probabilities, outcome.labels, outcome.scores, clf.threshold, png)
+    unknown = (
+        f" {int((outcome.scores > clf.threshold).sum())} of these photos look like none of the classes (right)."
+        if outcome.scores is not None
+        else " The model has no unknown-photo check (trained before pawnet had one)."
+    )
+    return (
+        "<h2>Calibration and unknown photos</h2><p>How often the top label is right against the probability "
+        f"the model gives it (temperature {clf.temperature:.3f}).{unknown}</p>"
+        f'<div class="figures"><img src="{_data_uri(png.getvalue(), "image/png")}" alt="reliability diagram"></div>'
     )
 
 

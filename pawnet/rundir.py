@@ -4,6 +4,7 @@
                        model card (architecture, classes, preprocessing, recipe, data summary);
                        at the end the results too, which mark the run finished
     model.safetensors  the best epoch's weights
+    unknown.safetensors  what the unknown-photo check measures against (`unknown.py`)
     metrics.csv        one row per epoch
     checkpoint.pt      the run's state after its last finished epoch, for --resume
     curves.png         loss and accuracy per epoch
@@ -50,6 +51,7 @@ class RunDir:
         self.path = Path(path)
         self.config = self.path / self.CONFIG
         self.weights = self.path / self.WEIGHTS
+        self.unknown = self.path / "unknown.safetensors"
         self.metrics = self.path / "metrics.csv"
         self.checkpoint = self.path / self.CHECKPOINT
         self.curves = self.path / "curves.png"
@@ -133,6 +135,13 @@ class RunDir:
         state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         with replacing(self.weights, durable=True) as tmp:
             save_file(state, str(tmp))
+
+    def save_unknown(self, tensors: dict) -> None:
+        """The unknown-photo check's arrays (numpy) as safetensors."""
+        from safetensors.numpy import save_file
+
+        with replacing(self.unknown, durable=True) as tmp:
+            save_file(tensors, str(tmp))
 
     def write_metrics(self, rows: list[dict]) -> None:
         with replacing(self.metrics) as tmp, open(tmp, "w", newline="") as fh:

@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .errors import UserError
 from .images import ImageError, Preprocessing, load_pixels
-from .predictor import Predictor
+from .predictor import Outputs, Predictor
 from .version import __version__
 
 MB = 1 << 20
@@ -113,7 +113,7 @@ class Batcher:
         times = [(await self.on_model_thread(self._run_model, one))[1] for _ in range(4)]
         self.batching = sorted(times[1:])[1] > self.batch_above  # the median, after a warm-up
 
-    async def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+    async def outputs(self, pixels: np.ndarray) -> Outputs:
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((pixels, future))
         return await future
@@ -126,7 +126,7 @@ class Batcher:
                 while not self.queue.empty() and sum(len(p) for p, _ in items) < self.max_batch:
                     items.append(self.queue.get_nowait())
             try:
-                probs, _ = await self.on_model_thread(self._run_model, np.concatenate([p for p, _ in items]))
+                out, _ = await self.on_model_thread(self._run_model, np.concatenate([p for p, _ in items]))
             except Exception as e:  # hand the failure to each waiting request rather than die
                 for _, future in items:
                     if not future.done():
@@ -135,16 +135,16 @@ class Batcher:
             start = 0
             for pixels, future in items:
                 if not future.done():  # its client may have gone
-                    future.set_result(probs[start : start + len(pixels)])
+                    future.set_result(out[start : start + len(pixels)])
                 start += len(pixels)
 
-    def _run_model(self, pixels: np.ndarray) -> tuple[np.ndarray, float]:
-        """Probabilities, and the seconds the network took."""
+    def _run_model(self, pixels: np.ndarray) -> tuple[Outputs, float]:
+        """What the model says of the pixels, and the seconds the network took."""
         start = time.perf_counter()
         n = len(pixels)
         padded = np.zeros((1 << (n - 1).bit_length(), *pixels.shape[1:]), pixels.dtype)
         padded[:n] = pixels
-        return self.predictor.probabilities(padded)[:n], time.perf_counter() - start
+        return self.predictor.outputs(padded)[:n], time.perf_counter() - start
 
 
 class _Api:
@@ -210,9 +210,9 @@ class _Api:
                 results.append({"path": name, "error": str(e)})
         if not readable:
             raise HTTPException(422, "no readable image: " + "; ".join(f"{r['path']}: {r['error']}" for r in results))
-        probs = await self.batcher.probabilities(np.stack([pixels for _, pixels in readable]))
-        for (i, _), p in zip(readable, probs):
-            results[i] = self.predictor.labelled(results[i]["path"], p)
+        out = await self.batcher.outputs(np.stack([pixels for _, pixels in readable]))
+        for row, (i, _) in enumerate(readable):
+            results[i] = self.predictor.labelled(results[i]["path"], out[row])
         return results
 
     async def explain(
@@ -239,10 +239,11 @@ class _Api:
         except ImageError as e:
             raise HTTPException(422, f"{file.filename}: {e}") from None
         png, cam = await self.batcher.on_model_thread(_explain_png, self.predictor, pixels, photo)
+        said = await self.batcher.outputs(pixels[None])
         if format == "png":
             return Response(png, media_type="image/png")
         return {
-            **self.predictor.labelled(file.filename or "upload", cam.probabilities),
+            **self.predictor.labelled(file.filename or "upload", said[0]),
             "explained_class": self.predictor.classes[cam.class_index],
             "layer": cam.layer,
             "overlay_png_base64": base64.b64encode(png).decode(),

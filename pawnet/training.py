@@ -313,30 +313,30 @@ def _freeze_body(run: Run) -> None:
     """The body is frozen, so its features never change: compute them once, mirror images
     included, and let every epoch train the head on them in a fraction of a second."""
     started = time.perf_counter()
-    model, pixels = run.model, run.train_inputs
-    run.net = model.head
+    pixels = run.train_inputs
+    run.net = run.model.head
+    body = run.model.fused()  # the same features, twice as fast: batch norm folded into the convolutions
     run.train_inputs = torch.cat(
         [
-            _features(run, pixels, run.precision, "features"),
-            _features(run, pixels, run.precision, "mirrored features", mirror=True),
+            _features(run, body, pixels, run.precision, "features"),
+            _features(run, body, pixels, run.precision, "mirrored features", mirror=True),
         ]
     )
     run.train_y = np.concatenate([run.train_y, run.train_y])
-    run.val_inputs = _features(run, run.val_inputs, devices.Precision("fp32", None), "validation features")
+    run.val_inputs = _features(run, body, run.val_inputs, devices.Precision("fp32", None), "validation features")
     run.log(f"features of the frozen {run.settings.arch} body computed in {time.perf_counter() - started:.1f}s")
 
 
-def _features(run: Run, pixels, prec, desc: str, mirror: bool = False, batch_size: int = 64) -> torch.Tensor:
+def _features(run: Run, body, pixels, prec, desc: str, mirror: bool = False, batch_size: int = 64) -> torch.Tensor:
     """The frozen body's features for every image (or its mirror image), computed once; each
     process computes its part and all of them receive the whole."""
-    model, device = run.model, run.device
-    model.eval()
+    device = run.device
     mine = run.group.part(len(pixels))
-    out = [torch.zeros((0, model.head[-1].in_features), device=device)]  # so that an empty part has the width too
+    out = [torch.zeros((0, run.model.head[-1].in_features), device=device)]  # so that an empty part has the width too
     with torch.no_grad(), prec.autocast(device):
         for start in bar(range(mine.start, mine.stop, batch_size), desc=desc, unit="batch", leave=False):
             x = _as_input(pixels, slice(start, min(start + batch_size, mine.stop)), device)
-            out.append(model.embed(x.flip(3) if mirror else x).float())
+            out.append(body.embed(x.flip(3) if mirror else x).float())
     return run.group.gather_rows(torch.cat(out), len(pixels))
 
 
@@ -571,6 +571,17 @@ def _keep(run: Run, row: dict) -> bool:
     return improved
 
 
+def _fit_checks(run: Run, clf: Classifier) -> dict:
+    """Temperature scaling and the unknown-photo check, fitted to the finished model: on the
+    frozen body's features where only a head trained (mirror images included), else on the
+    network's vectors of the photos as they are, unaugmented."""
+    if isinstance(run.train_inputs, torch.Tensor):
+        train, val = run.train_inputs.cpu().numpy(), run.val_inputs.cpu().numpy()
+    else:
+        train, val = clf.vectors(run.train_inputs), clf.vectors(run.val_inputs)
+    return clf.fit_checks(train, val, run.val_y)
+
+
 def _finish(run: Run) -> Classifier:
     """The results into config.json (last: a config with results marks the run finished), the
     learning curves and the report on the validation set. Under torchrun the other processes,
@@ -592,6 +603,8 @@ def _finish(run: Run) -> Classifier:
     if run.group.leader:
         learning_curves(run.rows, folder.curves, title=f"{run.settings.arch} on {Path(run.settings.data).name}")
         clf = Classifier.load(folder.path)
+        config.update(_fit_checks(run, clf))
+        folder.save_unknown(clf.check.tensors())
         clf.config = config
         result, outcome = clf.evaluate_set(run.val_set)
         write_report(clf, {"data": f"validation set ({run.val_source})", **result}, outcome, folder.report)
@@ -599,6 +612,12 @@ def _finish(run: Run) -> Classifier:
         run.log(
             f"best epoch {best['epoch']}: val_acc {best['val_acc']:.4f}; final val_acc {last['val_acc']:.4f}; "
             f"{total:.0f}s; model saved to {folder.path}"
+        )
+        calibrated = config["calibration"]
+        run.log(
+            f"calibrated: temperature {calibrated['temperature']:.3f}, validation ECE "
+            f"{calibrated['val_ece_before']:.4f} -> {calibrated['val_ece_after']:.4f}; unknown-photo check: "
+            f"{config['unknown']['val_known']:.1%} of validation photos known"
         )
     run.group.barrier()
     if run.group.leader:

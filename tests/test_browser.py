@@ -36,6 +36,6 @@ def test_report_renders_in_chromium(patch_model):
         widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
         page.screenshot(path=str(OUTPUT / "report.png"), full_page=True)
         browser.close()
-    assert len(widths) == 33 and all(w > 0 for w in widths), widths
+    assert len(widths) == 34 and all(w > 0 for w in widths), widths
     assert errors == []
     print(f"screenshot: {OUTPUT / 'report.png'}")

@@ -113,7 +113,7 @@ def test_training_writes_a_self_contained_report(patch_model):
     for heading in ("Confusion matrix", "Per class", "Learning curves", "Data", "Timing", "Top losses", "Settings"):
         assert heading in page
     images = _images_in(page)
-    assert len(images) == 1 + 2 * 16  # curves, then a thumbnail and a Grad-CAM per top loss
+    assert len(images) == 2 + 2 * 16  # curves, calibration, then a thumbnail and a Grad-CAM per top loss
     for data in images:
         Image.open(io.BytesIO(base64.b64decode(data))).verify()
     assert "http://" not in page and "https://" not in page
@@ -131,7 +131,7 @@ def test_evaluate_report_of_a_thousand_photos_stays_small(patch_model, tmp_path)
     assert result.returncode == 0, result.stderr
     size = (tmp_path / "r.html").stat().st_size
     print(f"report on 1,000 photos: {size / 1e6:.2f} MB")
-    assert size < 5_000_000 and len(_images_in((tmp_path / "r.html").read_text())) == 1 + 2 * 16
+    assert size < 5_000_000 and len(_images_in((tmp_path / "r.html").read_text())) == 2 + 2 * 16
 
 
 def test_explain_writes_into_runs_explain_by_default_and_makes_missing_folders(patch_model, tmp_path):

@@ -77,7 +77,7 @@ def jpeg(seed=0) -> bytes:
 def test_predict_answers_what_predict_json_answers(server, trained_model, tmp_path):
     import pawnet
 
-    images = {"a.png": png("horizontal", 1), "b.jpg": jpeg(2)}
+    images = {"a.png": png("horizontal", 1), "b.jpg": jpeg(2), "disc.png": png("disc", 3)}
     for name, data in images.items():
         (tmp_path / name).write_bytes(data)
     expected = pawnet.load(trained_model).predict([tmp_path / n for n in images])
@@ -86,8 +86,9 @@ def test_predict_answers_what_predict_json_answers(server, trained_model, tmp_pa
     got = r.json()
     assert [g["path"] for g in got] == list(images)
     for g, e in zip(got, expected):
-        assert g["label"] == e["label"]
-        assert g["probability"] == pytest.approx(e["probability"], abs=1e-5)
+        assert g["label"] == e["label"] and g["known"] == e["known"]
+        assert g["unknown_score"] == pytest.approx(e["unknown_score"], abs=1e-5)
+        assert g["probabilities"] == pytest.approx(e["probabilities"], abs=1e-5)
 
 
 def test_an_unreadable_file_among_readable_ones_gets_an_error_entry(server):
@@ -177,14 +178,15 @@ def test_a_missing_or_broken_model_stops_serve_with_one_line(tmp_path):
 
 
 def test_requests_that_arrive_together_share_a_batch():
+    from pawnet.predictor import Outputs
     from pawnet.server import Batcher
 
     class Counting:
         calls = []
 
-        def probabilities(self, pixels):
+        def outputs(self, pixels):
             self.calls.append(len(pixels))
-            return pixels.reshape(len(pixels), -1)[:, :2].astype(np.float32)
+            return Outputs(pixels.reshape(len(pixels), -1)[:, :2].astype(np.float32))
 
     batcher = Batcher(Counting(), max_batch=64, wait=0.05)
     batcher.batching = True  # as when the network is busy
@@ -192,12 +194,12 @@ def test_requests_that_arrive_together_share_a_batch():
     async def main():
         worker = asyncio.create_task(batcher.run())
         inputs = [np.full((1, 2, 2, 3), i, np.uint8) for i in range(10)]
-        outs = await asyncio.gather(*(batcher.probabilities(x) for x in inputs))
+        outs = await asyncio.gather(*(batcher.outputs(x) for x in inputs))
         worker.cancel()
         return outs
 
     outs = asyncio.run(main())
-    assert [int(o[0, 0]) for o in outs] == list(range(10))  # each request gets its own answer
+    assert [int(o.probabilities[0, 0]) for o in outs] == list(range(10))  # each request gets its own answer
     assert Counting.calls == [16]  # from one forward pass, padded to a power of two
 
 
@@ -260,17 +262,25 @@ def test_the_page_labels_a_photo_in_chromium(server, tmp_path):
         )
         label = page.text_content(".label")
         bars = page.eval_on_selector_all(".bar .cls", "els => els.map(e => e.textContent)")
+        # A photo of none of the classes, as /predict answers it.
+        none_of = page.evaluate(
+            "(() => { const view = card(new File([''], 'car.jpg')); showResult(view, {path: 'car.jpg', "
+            "label: null, probability: null, known: false, unknown_score: 0.9, looks_like: 'sports car', "
+            "probabilities: {horizontal: 0.4, vertical: 0.6}}); return view.label.textContent; })()"
+        )
         overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
         page.screenshot(path=str(OUTPUT / "serve.png"), full_page=True)
         browser.close()
     assert label.split()[0] in ("horizontal", "vertical")
     assert bars == ["horizontal", "vertical"]
+    assert none_of == "none of: horizontal, vertical (looks like: sports car)"
     assert not overflow, "the page is wider than a phone's screen"
     assert errors == []
 
 
 def test_batching_is_chosen_only_for_a_network_slow_enough_to_gain_from_it():
     from pawnet.images import Preprocessing
+    from pawnet.predictor import Outputs
     from pawnet.server import Batcher
 
     class Timed:
@@ -279,9 +289,9 @@ def test_batching_is_chosen_only_for_a_network_slow_enough_to_gain_from_it():
         def __init__(self, seconds):
             self.seconds = seconds
 
-        def probabilities(self, pixels):
+        def outputs(self, pixels):
             time.sleep(self.seconds)
-            return np.zeros((len(pixels), 2), np.float32)
+            return Outputs(np.zeros((len(pixels), 2), np.float32))
 
     for seconds, expected in ((0.0, False), (0.02, True)):
         batcher = Batcher(Timed(seconds))

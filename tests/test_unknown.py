@@ -1,0 +1,170 @@
+"""Photos of none of the classes, and probabilities that mean what they say (calibration)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pawnet
+from pawnet import calibration
+from pawnet.unknown import UnknownCheck, auroc
+
+from conftest import make_dataset, pattern, read_json, run_cli
+
+
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory):
+    """A seed network trained on horizontal against vertical stripes, and a folder of discs:
+    a third kind, of neither class."""
+    root = tmp_path_factory.mktemp("stripes")
+    data = make_dataset(root / "data", layout="tutorial", n=48)
+    discs = root / "discs"
+    discs.mkdir()
+    for i in range(20):
+        Image.fromarray(pattern("disc", 48, seed=5000 + i)).save(discs / f"{i}.png")
+    pawnet.train(data, epochs=6, img_size=32, out=root / "run", log=lambda *_: None)
+    return root
+
+
+def test_the_check_scores_vectors_off_the_training_directions_higher():
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(4, 64))
+    inside = lambda n: rng.normal(size=(n, 4)) @ directions + 5 * directions[0]  # noqa: E731
+    check = UnknownCheck.fit(inside(400), inside(200))
+    outside = rng.normal(size=(200, 64)) * 3
+    assert check.known(inside(200)).mean() >= 0.97
+    assert check.known(outside).mean() <= 0.05
+    assert auroc(check.scores(inside(200)), check.scores(outside)) > 0.99
+
+
+def test_auroc_counts_ties_as_half():
+    assert auroc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 1.0
+    assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 0.0
+    assert auroc(np.array([1.0]), np.array([1.0])) == 0.5
+
+
+def test_temperature_scaling_lowers_the_ece_of_an_overconfident_model():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 2000)
+    # Logits whose honest probability of the right label is about 0.8, blown up five times.
+    honest = np.where(labels == 1, 1.4, -1.4)[:, None] * np.array([[-0.5, 0.5]]) + rng.normal(0, 1.5, (2000, 2))
+    logits = 5 * honest
+    before = calibration.ece(calibration.softmax(logits, False), labels)
+    t = calibration.fit_temperature(logits, labels, binary=False)
+    after = calibration.ece(calibration.softmax(logits / t, False), labels)
+    assert t > 2
+    assert after < before / 3
+    assert after < 0.03
+
+
+def test_ece_of_a_calibrated_model_is_near_zero_and_of_a_sure_wrong_one_is_one():
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.5, 1, 20000)
+    labels = (rng.uniform(size=20000) < p).astype(int)  # right exactly as often as it says
+    assert calibration.ece(np.stack([1 - p, p], 1), labels) < 0.01
+    assert calibration.ece(np.array([[0.0, 1.0]] * 10), np.zeros(10, int)) == pytest.approx(1.0)
+
+
+def test_training_fits_calibration_and_the_check_and_records_them(stripes):
+    config = json.loads((stripes / "run" / "config.json").read_text())
+    assert config["calibration"]["temperature"] > 0
+    assert config["calibration"]["val_ece_after"] <= config["calibration"]["val_ece_before"] + 1e-9
+    assert config["unknown"]["val_known"] >= 0.95
+    assert (stripes / "run" / "unknown.safetensors").is_file()
+    assert "Calibration and unknown photos" in (stripes / "run" / "report.html").read_text()
+
+
+def test_a_model_trained_on_two_kinds_calls_a_third_unknown(stripes):
+    model = pawnet.load(stripes / "run")
+    discs = model.predict(stripes / "discs")
+    kept = model.predict(stripes / "data" / "test_set")
+    assert np.mean([not r["known"] for r in discs]) >= 0.8
+    assert np.mean([r["known"] for r in kept]) >= 0.9
+    unknown = next(r for r in discs if not r["known"])
+    assert unknown["label"] is None and unknown["probability"] is None
+    assert unknown["unknown_score"] > model.threshold
+    assert set(unknown["probabilities"]) == {"horizontal", "vertical"}
+    assert all(r["known"] and r["label"] for r in model.predict(stripes / "discs", all_known=True))
+
+
+def test_predict_prints_unknown_with_its_reason_and_json_carries_the_fields(stripes):
+    r = run_cli("predict", stripes / "run", stripes / "discs")
+    assert r.returncode == 0, r.stderr
+    assert "unknown  (unlike the training photos: score" in r.stdout
+    rows = read_json(run_cli("predict", stripes / "run", stripes / "discs", "--json").stdout)
+    assert {"label", "probability", "probabilities", "known", "unknown_score"} <= set(rows[0])
+    assert any(row["known"] is False and row["label"] is None for row in rows)
+    rows = read_json(run_cli("predict", stripes / "run", stripes / "discs", "--json", "--all-known").stdout)
+    assert all(row["known"] and row["label"] in ("horizontal", "vertical") for row in rows)
+
+
+def test_evaluate_reports_ece_log_loss_and_with_unknown_how_well_it_tells_them_apart(stripes):
+    r = run_cli("evaluate", stripes / "run", stripes / "data", "--unknown", stripes / "discs", "--json")
+    assert r.returncode == 0, r.stderr
+    result = read_json(r.stdout)
+    assert 0 <= result["ece"] <= 1 and result["log_loss"] > 0
+    assert result["unknown_auroc"] >= 0.9
+    assert result["unknown_called_unknown"] >= 0.8
+    assert result["data_called_unknown"] <= 0.1
+    assert 0 <= result["accuracy_known"] <= 1
+    r = run_cli("evaluate", stripes / "run", stripes / "data", "--unknown", stripes / "nowhere")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "nowhere: no such folder" in r.stderr
+
+
+def test_onnx_gives_the_same_verdicts_and_calibrated_probabilities(stripes, tmp_path):
+    onnx = tmp_path / "model.onnx"
+    pawnet.export(stripes / "run", onnx, log=lambda *_: None)
+    torch_model, onnx_model = pawnet.load(stripes / "run"), pawnet.load(onnx)
+    for folder in (stripes / "discs", stripes / "data" / "test_set"):
+        a, b = torch_model.predict(folder), onnx_model.predict(folder)
+        assert [r["known"] for r in a] == [r["known"] for r in b]
+        assert [r["label"] for r in a] == [r["label"] for r in b]
+        for ra, rb in zip(a, b):
+            assert ra["unknown_score"] == pytest.approx(rb["unknown_score"], abs=1e-4)
+            for c in ra["probabilities"]:
+                assert ra["probabilities"][c] == pytest.approx(rb["probabilities"][c], abs=1e-4)
+
+
+def test_a_model_directory_from_before_the_check_still_loads_and_says_so_once(stripes, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(stripes / "run", old)
+    config = json.loads((old / "config.json").read_text())
+    del config["unknown"], config["calibration"]
+    (old / "config.json").write_text(json.dumps(config))
+    (old / "unknown.safetensors").unlink()
+    r = run_cli("predict", old, stripes / "discs", "--json")
+    assert r.returncode == 0, r.stderr
+    assert all(row["known"] and row["unknown_score"] is None for row in read_json(r.stdout))
+    assert r.stderr.count("trained before pawnet checked for photos of none of its classes") == 1
+    r = run_cli("evaluate", old, stripes / "data", "--unknown", stripes / "discs")
+    assert r.returncode != 0 and "no unknown-photo check" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["calibration"].update(temperature=-1), "calibration temperature must be a number above 0"),
+        (lambda c: c["unknown"].update(threshold="high"), "unknown threshold must be a number"),
+    ],
+)
+def test_a_bad_calibration_or_threshold_in_the_config_is_one_line(stripes, tmp_path, edit, message):
+    bad = tmp_path / "bad"
+    shutil.copytree(stripes / "run", bad)
+    config = json.loads((bad / "config.json").read_text())
+    edit(config)
+    (bad / "config.json").write_text(json.dumps(config))
+    r = run_cli("predict", bad, stripes / "discs")
+    assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_missing_unknown_file_is_one_line(stripes, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(stripes / "run", broken)
+    (broken / "unknown.safetensors").unlink()
+    r = run_cli("predict", broken, stripes / "discs")
+    assert r.returncode != 0 and "unknown.safetensors: missing" in r.stderr and "Traceback" not in r.stderr
