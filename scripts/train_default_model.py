@@ -38,6 +38,8 @@ def main() -> int:
         shipped.save_weights(head)
         shutil.copy(RunDir(clf.path).unknown, shipped.unknown)
         shipped.write_config(config)
+        shipped.unlock()
+        shipped.lock_file.unlink()  # the package ships the model, not the lock of the process that wrote it
     result = pawnet.load().evaluate(data)
     print(
         f"default model: {result['accuracy']:.4f} on {result['data']} ({result['n_images']} photos); "
