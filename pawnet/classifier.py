@@ -40,7 +40,11 @@ class Classifier(Predictor):
             if not file.is_file():
                 raise UserError(f"{file}: missing (the config names the unknown-photo check it holds)")
             check = UnknownCheck.load(file, config["unknown"]["threshold"])
-        return cls(model, config, Path(path), check)
+        clf = cls(model, config, Path(path), check)
+        space = config["unknown"].get("space", "features") if check is not None else None
+        if space is not None and space != clf.check_space():
+            raise UserError(f"{file}: fitted on {space}, which this model does not give")
+        return clf
 
     def vectors(self, pixels: np.ndarray, mirror: bool = False, batch_size: int = 128) -> np.ndarray:
         """The vectors the network's last layer reads (`embed`), for every image."""
@@ -63,21 +67,36 @@ class Classifier(Predictor):
     def _outputs(self, x: torch.Tensor) -> Outputs:
         v = self.fast.embed(x)
         p = probabilities(self.fast, self.fast.classify(v).float() / self.temperature).numpy()
-        scores = None if self.check is None else self.check.scores(v.float().numpy())
-        imagenet = getattr(self.fast, "imagenet", None)
-        looks_like = None if imagenet is None else imagenet(v).argmax(1).numpy()
+        imagenet = self._imagenet(v)
+        scores = None if self.check is None else self.check.scores(self._checked(v, imagenet))
+        looks_like = None if imagenet is None else imagenet.argmax(1).numpy()
         return Outputs(p, scores, looks_like)
+
+    def _imagenet(self, v: torch.Tensor) -> torch.Tensor | None:
+        """The ImageNet logits of the body's features, where the body is the pretrained one."""
+        imagenet = getattr(self.fast, "imagenet", None)
+        return None if imagenet is None else imagenet(v.float())
+
+    def _checked(self, v: torch.Tensor, imagenet: torch.Tensor | None) -> np.ndarray:
+        """What the unknown-photo check measures: where the body is an ImageNet one, its ImageNet
+        logits (a photo's likeness to 1,000 named things tells a new breed of dog from a sports car
+        better than the raw features: benchmarks/README.md); else the features."""
+        return (v.float() if imagenet is None else imagenet).numpy()
+
+    def check_space(self) -> str:
+        return "imagenet logits" if getattr(self.fast, "imagenet", None) is not None else "features"
 
     def fit_checks(self, train_vectors: np.ndarray, val_vectors: np.ndarray, val_labels: np.ndarray) -> dict:
         """Temperature scaling and the unknown-photo check, fitted to the training and validation
         photos' vectors; returns what config.json records of them."""
         with torch.inference_mode():
             logits = self.fast.classify(torch.from_numpy(np.ascontiguousarray(val_vectors))).float().numpy()
+            checked = [self._checked(t, self._imagenet(t)) for t in map(torch.from_numpy, (train_vectors, val_vectors))]
         binary = getattr(self.model, "binary", False)
         before = calibration.softmax(logits, binary)
         temperature = calibration.fit_temperature(logits, val_labels, binary)
         after = calibration.softmax(logits / temperature, binary)
-        self.check = UnknownCheck.fit(train_vectors, val_vectors)
+        self.check = UnknownCheck.fit(*checked)
         self.temperature, self.threshold = temperature, self.check.threshold
         return {
             "calibration": {
@@ -91,7 +110,8 @@ class Classifier(Predictor):
                 "dims": int(self.check.basis.shape[1]),
                 "threshold": self.check.threshold,
                 "keep": KEEP,
-                "val_known": round(float(self.check.known(val_vectors).mean()), 6),
+                "space": self.check_space(),
+                "val_known": round(float(self.check.known(checked[1]).mean()), 6),
                 "train_vectors": int(len(train_vectors)),
             },
         }

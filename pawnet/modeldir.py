@@ -58,7 +58,9 @@ def load_model(path) -> tuple[torch.nn.Module, dict]:
     prep = Preprocessing.from_dict(config["preprocessing"])
     head_only = config.get("weights") == "head"
     _check_shapes(folder, config, prep, head_only)
-    model = build(config["arch"], len(config["classes"]), prep, pretrained=head_only)
+    # A body frozen in training is the pretrained one, so its ImageNet classifier still fits it.
+    frozen = head_only or (isinstance(config.get("training"), dict) and config["training"].get("train") == "head")
+    model = build(config["arch"], len(config["classes"]), prep, pretrained=frozen)
     try:
         state = load_file(str(folder.weights))
         if head_only:

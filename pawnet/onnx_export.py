@@ -42,11 +42,13 @@ class _Exported(torch.nn.Module):
     def forward(self, pixels):
         v = self.model.embed(pixels)
         out = [probabilities(self.model, self.model.classify(v) / self.temperature)]
+        imagenet = None if self.imagenet is None else self.imagenet(v)
         if self.check:
-            centred = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12) - self.mean
+            checked = v if imagenet is None else imagenet
+            centred = checked / checked.norm(dim=1, keepdim=True).clamp_min(1e-12) - self.mean
             out.append((centred - (centred @ self.basis) @ self.basis.T).norm(dim=1))
-        if self.imagenet is not None:
-            out.append(self.imagenet(v).argmax(1))
+        if imagenet is not None:
+            out.append(imagenet.argmax(1))
         return tuple(out)
 
 

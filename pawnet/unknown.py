@@ -1,9 +1,10 @@
 """Whether a photo shows one of a model's classes at all: the unknown-photo check.
 
-The score of a photo is how far its feature vector (`embed`, the vector the network's last layer
-reads) lies outside the space the training photos' vectors span: each vector is scaled to length
-1, and the score is the length of what is left of it once its part along the training vectors'
-`dims` principal directions is taken away. Photos of the classes are well described by those
+The score of a photo is how far its vector lies outside the space the training photos' vectors
+span: each vector is scaled to length 1, and the score is the length of what is left of it once
+its part along the training vectors' `dims` principal directions is taken away. The vectors are
+the network's features (`embed`, what its last layer reads), or for a network with an ImageNet
+body its ImageNet logits (`classifier.py`). Photos of the classes are well described by those
 directions; a photo of anything else leaves more behind. (Among the scores measured on the shared
 photos this one separated photos of neither cats nor dogs best, and needs the least stored:
 benchmarks/README.md.) The threshold is the score that a chosen share of the validation photos stays
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 KEEP = 0.995  # the share of validation photos the threshold keeps known
-DIMS = 64
+DIMS = 32
 
 
 @dataclass
