@@ -2,7 +2,8 @@
 
     python benchmarks/unknown_photos.py [MODEL] [--shared ../shared/datasets]
 
-For MODEL (default: the shipped cats-vs-dogs model) the vectors its last layer reads are computed
+For MODEL (default: the shipped cats-vs-dogs model; one with an ImageNet body) the vectors its
+last layer reads are computed
 for the training photos (and their mirror images), test_set/, other-source/ and not-pets/. Each
 score is fitted on the training vectors, its threshold set so that 99.5% of test_set stays known
 (as training sets it on the validation photos), and then: the share of not-pets called unknown,
@@ -18,9 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import pawnet
 from pawnet.cache import cached_decode
+from pawnet.calibration import softmax
 from pawnet.data import collect_images, read_folder
 from pawnet.unknown import KEEP, UnknownCheck, auroc
 
@@ -48,6 +51,34 @@ def nearest(train):
     return lambda v: 1 - (unit(v) @ x.T).max(1)
 
 
+def _scores(model, train_vectors, labels, val_vectors) -> dict:
+    """The scores compared: pawnet's check as the model has it, and the alternatives measured beside it."""
+
+    def logits(v):  # a sigmoid unit's logit z is the softmax of (0, z)
+        z = model.fast.classify(torch.from_numpy(v)).detach().numpy()
+        return np.concatenate([np.zeros_like(z), z], 1) if z.shape[1] == 1 else z
+
+    def own(v):
+        t = torch.from_numpy(v)
+        return model.check.scores(model._checked(t, model._imagenet(t)))
+
+    scores = {
+        f"the model's own check ({model.config['unknown']['space']})": own,
+        "residual, features, 32 directions": UnknownCheck.fit(train_vectors, val_vectors).scores,
+        "residual, features, 64 directions": UnknownCheck.fit(train_vectors, val_vectors, dims=64).scores,
+        "Mahalanobis, unit-length features": mahalanobis(train_vectors, labels),
+        "nearest training photo, features": nearest(train_vectors),
+        "energy (-logsumexp of the logits)": lambda v: -np.logaddexp.reduce(logits(v), axis=1),
+        "1 - top probability": lambda v: 1 - softmax(logits(v) / model.temperature, False).max(1),
+    }
+    imagenet = getattr(model.fast, "imagenet", None)
+    if imagenet is not None:
+        w, b = imagenet.weight.detach().numpy(), imagenet.bias.detach().numpy()
+        on_logits = UnknownCheck.fit(train_vectors @ w.T + b, val_vectors @ w.T + b)
+        scores["residual, ImageNet logits, 32 directions"] = lambda v: on_logits.scores(v @ w.T + b)
+    return scores
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model", nargs="?", default=None)
@@ -67,11 +98,7 @@ def main() -> None:
     train_vectors = np.concatenate([model.vectors(train_pixels), model.vectors(train_pixels, mirror=True)])
     labels = np.concatenate([train.labels, train.labels])
     vectors = {name: model.vectors(p) for name, p in pixels.items()}
-    scores = {
-        "residual (pawnet's)": UnknownCheck.fit(train_vectors, vectors["test_set"]).scores,
-        "Mahalanobis, unit vectors": mahalanobis(train_vectors, labels),
-        "nearest training photo": nearest(train_vectors),
-    }
+    scores = _scores(model, train_vectors, labels, vectors["test_set"])
     print(f"{model}; {platform.processor() or platform.machine()}")
     print("| score | not-pets unknown | other-source known | AUROC test_set vs not-pets |")
     print("| --- | --- | --- | --- |")
@@ -99,4 +126,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with torch.inference_mode():
+        main()
