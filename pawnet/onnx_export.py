@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import make_parent
+from .atomic import make_parent, replacing
 from .classifier import Classifier
 from .loader import DEFAULT_MODEL, resolve
 from .models import probabilities
@@ -112,6 +112,47 @@ def _difference(a, b) -> float:
     if a.looks_like is not None and not np.array_equal(a.looks_like, b.looks_like):
         return float("inf")
     return worst
+
+
+class _Body(torch.nn.Module):
+    """A network's `embed` alone: 0-255 pixels in, the vector its last layer reads out."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels):
+        return self.model.embed(pixels)
+
+
+def export_body(model: torch.nn.Module, size: int, out: Path) -> None:
+    """The body of `model` (its `embed`) as ONNX with a dynamic batch axis, written whole or not
+    at all; a RuntimeError where onnxruntime's vectors differ from PyTorch's.
+
+    onnxruntime runs EfficientNet-Lite0's body about three times as fast as PyTorch on a CPU,
+    which is most of what the label check of a few thousand photos costs."""
+    import onnxruntime as ort
+
+    body = _Body(model.to(memory_format=torch.contiguous_format)).eval()
+    example = torch.rand(2, 3, size, size) * 255
+    with _exporter_quiet(), replacing(out) as tmp:
+        program = torch.onnx.export(
+            body,
+            (example,),
+            dynamo=True,
+            verbose=False,
+            input_names=[INPUT],
+            output_names=["vectors"],
+            dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=4096)}},
+        )
+        program.optimize()
+        program.save(str(tmp))
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        with torch.no_grad():
+            expected = body(example).numpy()
+        worst = float(np.abs(session.run(None, {INPUT: example.numpy()})[0] - expected).max())
+        if worst > PARITY_TOLERANCE * max(1.0, float(np.abs(expected).max())):
+            raise RuntimeError(f"the exported body differs from PyTorch by {worst:.2e}")
 
 
 def output_path(model_dir, out=None, quantize: bool = False) -> Path:
