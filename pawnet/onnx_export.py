@@ -64,20 +64,7 @@ def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -
     out = make_parent(output_path(model_dir, out, quantize))
     size = clf.preprocessing.size
     wrapper = _Exported(clf).eval()
-    example = torch.rand(2, 3, size, size) * 255
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    with _exporter_quiet():
-        onnx_program = torch.onnx.export(
-            wrapper,
-            (example,),
-            dynamo=True,
-            verbose=False,
-            input_names=[INPUT],
-            output_names=wrapper.outputs(),
-            dynamic_shapes={"pixels": {0: batch}},
-        )
-        onnx_program.optimize()
-        onnx_program.save(str(out))
+    _write_onnx(wrapper, torch.rand(2, 3, size, size) * 255, wrapper.outputs(), out)
     _store_config(out, {**clf.config, "exported_from": str(model_dir)})
     if not _batch_axis_is_dynamic(out):
         raise RuntimeError(f"{out}: the exporter fixed the batch size; the file would accept one batch size only")
@@ -99,6 +86,22 @@ def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -
     if quantize:
         report.update(_quantize(out, clf, check, log))
     return report
+
+
+def _write_onnx(module: torch.nn.Module, example: torch.Tensor, outputs: list[str], path: Path) -> None:
+    """`module`, which takes a batch of pixels, as ONNX at `path`, its batch axis dynamic."""
+    with _exporter_quiet():
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            verbose=False,
+            input_names=[INPUT],
+            output_names=outputs,
+            dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=4096)}},
+        )
+        program.optimize()
+        program.save(str(path))
 
 
 def _difference(a, b) -> float:
@@ -135,18 +138,8 @@ def export_body(model: torch.nn.Module, size: int, out: Path) -> None:
 
     body = _Body(model.to(memory_format=torch.contiguous_format)).eval()
     example = torch.rand(2, 3, size, size) * 255
-    with _exporter_quiet(), replacing(out) as tmp:
-        program = torch.onnx.export(
-            body,
-            (example,),
-            dynamo=True,
-            verbose=False,
-            input_names=[INPUT],
-            output_names=["vectors"],
-            dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=4096)}},
-        )
-        program.optimize()
-        program.save(str(tmp))
+    with replacing(out) as tmp:
+        _write_onnx(body, example, ["vectors"], tmp)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         with torch.no_grad():
             expected = body(example).numpy()
