@@ -8,20 +8,22 @@ you have folders of photos for.
     model.evaluate("datasets/cats-vs-dogs/test_set")
     model = pawnet.load("runs/seed")                     # or an exported "model.onnx"
     heatmap = pawnet.explain(model, "cat_or_dog_1.jpg")   # Grad-CAM, an array over the input
+    suspects = pawnet.check_labels("datasets/cats-vs-dogs")["label_issues"]  # labels that look wrong
 
 The modules, each importing only those before it (tests/test_structure.py keeps it so):
 errors, version, config_check, atomic, rundir, progress, images, data, cache, augment, devices,
 distributed, audit, download (photos, data sets and run folders); models, architectures,
 settings, modeldir, metrics (networks); plots, explanations, report (what a model shows);
 predictor, onnx_model, classifier (trained models); training; loader, onnx_export, server (the
-uses of a trained model); cli (the command line).
+uses of a trained model); labels (the label check of `pawnet data check --labels`, which runs a
+pretrained network); cli (the command line).
 """
 
 from .errors import UserError
 from .loader import load
 from .version import __version__
 
-__all__ = ["Classifier", "UserError", "explain", "export", "load", "resume", "train", "__version__"]
+__all__ = ["Classifier", "UserError", "check_labels", "explain", "export", "load", "resume", "train", "__version__"]
 
 
 def explain(model, image, class_name: str | None = None, layer: str | None = None):
@@ -47,6 +49,10 @@ def __getattr__(name):
         from .onnx_export import export
 
         return export
+    if name == "check_labels":
+        from .labels import check_labels
+
+        return check_labels
     if name == "Classifier":
         from .classifier import Classifier
 

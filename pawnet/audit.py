@@ -85,7 +85,7 @@ def inspect_file(path: Path) -> dict:
     return info
 
 
-def _files(root: Path) -> tuple[list, list[str]]:
+def labelled_files(root: Path) -> tuple[list, list[str]]:
     """(path, split, class) for every image, in the layouts `pawnet train` reads; and what was
     left out (empty class folders, pawnet's own folders, names without a label), one line each."""
     splits = (
@@ -145,7 +145,7 @@ def check(data, use_cache: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) ->
     if not root.is_dir():
         raise UserError(f"{root}: no such folder")
     start = time.perf_counter()
-    files, warnings = _files(root)
+    files, warnings = labelled_files(root)
     entries = [{"path": str(f), "split": s, "class": c} for f, s, c in files]
     from_cache = _inspect(entries, _Memo(root) if use_cache else None)
     seconds = time.perf_counter() - start
@@ -286,6 +286,31 @@ def train_test_leaks(train_files, val_files) -> list[list[str]]:
         return [[str(v), train[d]] for v, d in zip(val_files, pool.map(digest, val_files)) if d in train]
 
 
+def label_record(root: Path) -> Path:
+    """Where the label check of DATA (`pawnet data check DATA --labels`) keeps its findings,
+    beside its cached feature vectors (the same name, .npz)."""
+    key = hashlib.sha256(f"labels{Path(root).resolve()}".encode()).hexdigest()[:24]
+    return cache_dir() / f"labels-{key}.json"
+
+
+def label_note(data, train_files) -> str:
+    """One line for training: how many training photos the last label check of DATA found
+    suspect, or how to run one where none has been; empty where it found none."""
+    try:
+        issues = json.loads(label_record(Path(data)).read_text())["label_issues"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"note: pawnet data check {data} --labels finds the photos whose label looks wrong, before training"
+    training = {str(Path(f).resolve()) for f in train_files}
+    found = [i for i in issues if str(Path(i["path"]).resolve()) in training]
+    if not found:
+        return ""
+    return (
+        f"warning: {len(found)} training photos have a label that looks wrong or show none of the classes "
+        f"(such as {found[0]['path']}); pawnet data check {data} --labels --report review.html shows them, "
+        "--fix moves them aside"
+    )
+
+
 def fix(report: dict) -> list[dict]:
     """Move unreadable files and redundant exact copies aside, with a manifest `restore` undoes.
 
@@ -304,8 +329,9 @@ def fix(report: dict) -> list[dict]:
     return quarantine(report["data"], dict(moves).items())
 
 
-def quarantine(data, moves) -> list[dict]:
-    """Move (path, why) files out of DATA into DATA.quarantine/, where `restore` finds them.
+def quarantine(data, moves, details: dict | None = None) -> list[dict]:
+    """Move (path, why) files out of DATA into DATA.quarantine/, where `restore` finds them;
+    `details` maps a path to more fields for its manifest entry (a label check's findings).
 
     Journalled: the manifest lists every move before the first starts and marks them done after
     the last, and a move is one rename, so a kill at any point leaves each file either where it
@@ -328,6 +354,7 @@ def quarantine(data, moves) -> list[dict]:
                 "from": os.path.relpath(os.path.abspath(src), os.path.abspath(root)),
                 "to": dst.relative_to(qroot).as_posix(),
                 "why": why,
+                **(details or {}).get(path, {}),
                 "done": False,
             }
         )

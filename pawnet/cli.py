@@ -12,6 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from .atomic import make_parent
 from .errors import DownloadError, Interrupted, UserError
 from .version import __version__
 
@@ -198,7 +199,18 @@ def _data_parser(sub) -> None:
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     c = dsub.add_parser("check", help="unreadable files, wrong extensions, odd modes and sizes, duplicates, leakage")
     c.add_argument("data", metavar="DATA", help="the folder to check, in any layout train reads")
-    c.add_argument("--fix", action="store_true", help="move unreadable files and redundant copies to DATA.quarantine/")
+    c.add_argument(
+        "--fix",
+        action="store_true",
+        help="move unreadable files and redundant copies (with --labels, the suspect photos too) to DATA.quarantine/",
+    )
+    c.add_argument(
+        "--labels",
+        action="store_true",
+        help="also find photos whose label looks wrong or that show none of the classes (a pretrained network's "
+        "out-of-sample predictions and confident learning)",
+    )
+    c.add_argument("--report", metavar="HTML", help="with --labels: write a review page of the suspect photos")
     c.add_argument("--no-cache", action="store_true", help="inspect every file again")
     c.add_argument("--json", action="store_true", help="print every finding, not just the summary")
     rs = dsub.add_parser("restore", help="put back what check --fix moved aside")
@@ -395,11 +407,73 @@ def _data(args) -> int:
         restored = audit.restore(args.data)
         print(f"restored {len(restored)} files")
         return 0
+    return _check(args)
+
+
+def _check(args) -> int:
+    from . import audit
+
+    if args.report and not args.labels:
+        raise UserError("--report writes the review page of the label check; add --labels")
+    if args.report:
+        make_parent(args.report)  # a folder that cannot be made fails now, not after the slow part
     report = audit.check(args.data, use_cache=not args.no_cache)
+    labels = _check_labels(args) if args.labels else None
     moved = audit.fix(report) if args.fix else []
+    if args.fix and labels:
+        from .labels import fix_labels
+
+        moved += fix_labels(labels)
     if args.json:
-        print(json.dumps({**report, "moved": moved}, indent=2))
+        extra = {"label_issues": labels["label_issues"], "label_check": _label_summary(labels)} if labels else {}
+        print(json.dumps({**report, **extra, "moved": moved}, indent=2))
         return 0
+    _print_check(report)
+    if labels:
+        _print_labels(labels, args.report)
+    if args.fix:
+        print(
+            f"moved {len(moved)} files to {audit.quarantine_folder(Path(args.data))} "
+            f"(pawnet data restore {args.data} puts them back)"
+        )
+        return 0
+    if report["findings"]["unreadable"] or report["findings"]["exact_duplicates"]:
+        print("pawnet data check --fix moves unreadable files and redundant copies aside")
+    if labels and labels["label_issues"]:
+        print("pawnet data check --labels --fix moves the suspect photos aside")
+    return 0
+
+
+def _check_labels(args) -> dict:
+    from .labels import check_labels, write_review
+
+    labels = check_labels(args.data, use_cache=not args.no_cache)
+    if args.report:
+        labels["review"] = str(write_review(labels, args.report))
+    return labels
+
+
+def _label_summary(labels: dict) -> dict:
+    keys = ("classes", "n_checked", "skipped", "vectors_from_cache", "engine", "seconds", "review")
+    return {k: labels[k] for k in keys if k in labels}
+
+
+def _print_labels(labels: dict, review: str | None) -> None:
+    issues = labels["label_issues"]
+    print(
+        f"label check: {labels['n_checked']} photos in {labels['seconds']:.1f}s "
+        f"({labels['vectors_from_cache']} from the cache, {labels['engine']}); {len(issues)} suspect"
+    )
+    for issue in issues:
+        looks = "none of the classes" if issue["suggested"] is None else issue["suggested"]
+        print(f"label       {issue['path']}: filed as {issue['given']}, looks like {looks} ({issue['score']:.2f})")
+    if review:
+        print(f"review page written to {review}")
+
+
+def _print_check(report: dict) -> None:
+    from . import audit
+
     print(
         f"{report['data']}: {report['n_images']} images checked in {report['seconds']:.1f}s "
         f"({report['images_per_second']:.0f} images/s)"
@@ -433,14 +507,6 @@ def _data(args) -> int:
         print(f"identical   {' = '.join(g['files'])} ({', '.join(g['where'])})")
     for p in findings["near_duplicates"]:
         print(f"near        {' ~ '.join(p['files'])} ({p['kind']}, {p['bits']} bits, {p['where']})")
-    if args.fix:
-        print(
-            f"moved {len(moved)} files to {audit.quarantine_folder(Path(args.data))} "
-            f"(pawnet data restore {args.data} puts them back)"
-        )
-    elif moved or findings["unreadable"] or findings["exact_duplicates"]:
-        print("pawnet data check --fix moves unreadable files and redundant copies aside")
-    return 0
 
 
 COMMANDS = {

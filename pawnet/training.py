@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import devices, distributed, models, progress
 from .architectures import ARCHITECTURES, Recipe, build
-from .audit import train_test_leaks
+from .audit import label_note, train_test_leaks
 from .cache import cached_decode, cpu_count
 from .classifier import Classifier
 from .data import Labelled, train_val_split
@@ -197,6 +197,8 @@ def _find_photos(run: Run) -> None:
         )
     for line in run.train_set.warnings() + run.val_set.warnings():
         run.log(f"warning: {line}")
+    if note := label_note(s.data, run.train_set.files):
+        run.log(note)
     run.log(
         f"data: {len(run.train_set)} training images, {len(run.val_set)} validation images ({run.val_source}); "
         f"classes: {', '.join(run.classes)}"

@@ -193,3 +193,28 @@ def unreadable(monkeypatch):
         return path
 
     return deny
+
+
+NOT_PETS = SHARED_PHOTOS.parent / "not-pets"
+# Photos of not-pets/ that show no cat or dog anywhere, as their names say.
+CLEARLY_NOT_PETS = ("airliner.jpg", "banana.jpg", "cab.jpg", "volcano.jpg", "espresso_maker.jpg", "tractor.jpg")
+
+
+def planted_pets(root: Path, n: int = 150, flips: int = 5, not_pets: int = 6) -> tuple[Path, dict[Path, str | None]]:
+    """A copy of the first `n` training photos of each class, `flips` of each moved into the
+    other class and `not_pets` photos of neither dropped into the class folders; returns the
+    folder and {planted photo: its true class, or None}."""
+    planted: dict[Path, str | None] = {}
+    for cls in ("cats", "dogs"):
+        (root / cls).mkdir(parents=True)
+        for f in sorted((SHARED_PHOTOS / "training_set" / cls).iterdir())[:n]:
+            shutil.copy(f, root / cls / f.name)
+    for cls, other in (("cats", "dogs"), ("dogs", "cats")):
+        for f in sorted((root / cls).iterdir())[-flips:]:
+            os.rename(f, root / other / f.name)
+            planted[root / other / f.name] = cls
+    for i, name in enumerate(CLEARLY_NOT_PETS[:not_pets]):
+        target = root / ("cats", "dogs")[i % 2] / name
+        shutil.copy(NOT_PETS / name, target)
+        planted[target] = None
+    return root, planted

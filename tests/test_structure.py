@@ -39,6 +39,7 @@ LAYERS = [
     "training",
     "loader",
     "onnx_export",
+    "labels",
     "server",
     "cli",
     "__main__",
