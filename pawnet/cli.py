@@ -460,9 +460,10 @@ def _label_summary(labels: dict) -> dict:
 
 def _print_labels(labels: dict, review: str | None) -> None:
     issues = labels["label_issues"]
+    skipped = f", {len(labels['skipped'])} unreadable skipped" if labels["skipped"] else ""
     print(
         f"label check: {labels['n_checked']} photos in {labels['seconds']:.1f}s "
-        f"({labels['vectors_from_cache']} from the cache, {labels['engine']}); {len(issues)} suspect"
+        f"({labels['vectors_from_cache']} from the cache, {labels['engine']}{skipped}); {len(issues)} suspect"
     )
     for issue in issues:
         looks = "none of the classes" if issue["suggested"] is None else issue["suggested"]

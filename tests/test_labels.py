@@ -101,13 +101,15 @@ def test_a_second_check_reads_its_vectors_and_a_changed_photo_is_read_again(stri
     assert labels.check_labels(stripes, use_cache=False)["vectors_from_cache"] == 0
 
 
-def test_unreadable_files_are_skipped_and_reported(stripes):
+def test_unreadable_files_are_skipped_and_reported(stripes, capsys):
     (stripes / "horizontal" / "broken.png").write_bytes(b"not an image")
     (stripes / "vertical" / "empty.png").write_bytes(b"")
     result = labels.check_labels(stripes)
     broken = {str(stripes / "horizontal" / "broken.png"), str(stripes / "vertical" / "empty.png")}
     assert set(result["skipped"]) == broken
     assert result["n_checked"] == 62 and len(result["label_issues"]) == 5
+    assert cli.main(["data", "check", str(stripes), "--labels"]) == 0
+    assert "(62 from the cache, spectrum, 2 unreadable skipped); 5 suspect" in capsys.readouterr().out
 
 
 def test_fix_moves_suspects_with_their_labels_and_restore_puts_them_back(stripes, capsys):
