@@ -119,7 +119,7 @@ class Predictor:
         p = np.asarray(out.probabilities).reshape(-1)
         k = int(p.argmax())
         score = None if out.scores is None else float(np.asarray(out.scores).reshape(-1)[0])
-        known = all_known or score is None or self.threshold is None or score <= self.threshold
+        known = all_known or bool(np.all(self.known(out)))
         entry = {
             "path": name,
             "label": self.classes[k] if known else None,
