@@ -6,7 +6,7 @@ you have folders of photos for.
     model = pawnet.resume("runs/seed")                   # after a crash: on from the last epoch
     model.predict("cat_or_dog_1.jpg")
     model.evaluate("datasets/cats-vs-dogs/test_set")
-    model = pawnet.load("runs/seed")                     # or an exported "model.onnx"
+    model = pawnet.load("runs/seed")                     # onnxruntime where installed; or "model.onnx"
     heatmap = pawnet.explain(model, "cat_or_dog_1.jpg")   # Grad-CAM, an array over the input
     suspects = pawnet.check_labels("datasets/cats-vs-dogs")["label_issues"]  # labels that look wrong
 
@@ -14,8 +14,8 @@ The modules, each importing only those before it (tests/test_structure.py keeps 
 errors, version, config_check, atomic, rundir, progress, images, data, cache, augment, devices,
 distributed, audit, download (photos, data sets and run folders); models, architectures,
 settings, modeldir, metrics (networks); plots, explanations, report (what a model shows);
-predictor, onnx_model, classifier (trained models); training; loader, onnx_export, server (the
-uses of a trained model); labels (the label check of `pawnet data check --labels`, which runs a
+predictor, onnx_model, classifier (trained models); training; onnx_export, engine (which runs a
+model directory: onnxruntime or PyTorch), loader, server (the uses of a trained model); labels (the label check of `pawnet data check --labels`, which runs a
 pretrained network); cli (the command line).
 """
 

@@ -88,6 +88,23 @@ def _decoded_chunks(files: list, prep: Preprocessing, desc: str, workers: int | 
             yield first, results
 
 
+def decoded_ahead(files: list, prep: Preprocessing, desc: str = "reading", chunk: int = 64):
+    """Yield (first index, results) for consecutive chunks of files (or PIL images), as
+    `_decoded_chunks` does, with the next chunk decoding on other threads while the caller works
+    on this one: a network predicting on a chunk and Pillow decoding the next share the cores."""
+    with ThreadPoolExecutor(cpu_count()) as pool, bar(total=len(files), desc=desc, leave=False) as progress:
+
+        def submit(first: int) -> list:
+            return [pool.submit(_decode_one, f, prep) for f in files[first : first + chunk]]
+
+        ahead = submit(0)
+        for first in range(0, len(files), chunk):
+            current, ahead = ahead, submit(first + chunk)
+            results = [f.result() for f in current]
+            progress.update(len(results))
+            yield first, results
+
+
 def decode(files: list, prep: Preprocessing, desc: str = "decoding", workers: int | None = None, sink=None) -> Decoded:
     """Decode every file (or PIL image) into one uint8 array (N, size, size, 3).
 

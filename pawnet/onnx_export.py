@@ -13,10 +13,9 @@ import torch
 
 from .atomic import make_parent, replacing
 from .classifier import Classifier
-from .loader import DEFAULT_MODEL, resolve
 from .models import probabilities
 from .onnx_model import CONFIG_KEY, INPUT, LOOKS_LIKE, OUTPUT, SCORE, OnnxClassifier
-from .rundir import RunDir
+from .rundir import DEFAULT_MODEL, RunDir, resolve
 
 PARITY_TOLERANCE = 1e-4
 
@@ -28,7 +27,7 @@ class _Exported(torch.nn.Module):
 
     def __init__(self, clf: Classifier):
         super().__init__()
-        self.model = clf.model.to(memory_format=torch.contiguous_format)
+        self.model = clf.fast.to(memory_format=torch.contiguous_format)
         self.temperature = clf.temperature
         self.check = clf.check is not None
         if self.check:
@@ -53,19 +52,19 @@ class _Exported(torch.nn.Module):
 
 
 def export(model_dir, out=None, quantize: bool = False, check=None, log=print) -> dict:
-    """Export a model directory to ONNX and return what was checked.
+    """Export a model directory (or a loaded `Classifier`) to ONNX and return what was checked.
 
     The batch axis is dynamic. Parity: on batches of 1 and 7 (random pixels), the largest
     difference between onnxruntime's and PyTorch's probabilities must stay under 1e-4.
     With `quantize`, weights are stored as int8 (onnxruntime dynamic quantization), and `check`,
     a labelled folder, measures what that costs in accuracy.
     """
-    clf = Classifier.load(resolve(model_dir))
-    out = make_parent(output_path(model_dir, out, quantize))
+    clf = model_dir if isinstance(model_dir, Classifier) else Classifier.load(resolve(model_dir))
+    out = make_parent(output_path(clf.path, out, quantize))
     size = clf.preprocessing.size
     wrapper = _Exported(clf).eval()
     _write_onnx(wrapper, torch.rand(2, 3, size, size) * 255, wrapper.outputs(), out)
-    _store_config(out, {**clf.config, "exported_from": str(model_dir)})
+    _store_config(out, {**clf.config, "exported_from": str(clf.path)})
     if not _batch_axis_is_dynamic(out):
         raise RuntimeError(f"{out}: the exporter fixed the batch size; the file would accept one batch size only")
 

@@ -8,10 +8,12 @@ are the same `load_pixels` as every other path.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from .cache import cpu_count
 from .config_check import validate_config
 from .errors import UserError
 from .predictor import Outputs, Predictor
@@ -25,6 +27,8 @@ class OnnxClassifier(Predictor):
     def __init__(self, session, config: dict, path: Path | None = None):
         super().__init__(config, path)
         self.session = session
+        self.workers = cpu_count()
+        self._threads: ThreadPoolExecutor | None = None
 
     @classmethod
     def load(cls, path) -> OnnxClassifier:
@@ -34,7 +38,12 @@ class OnnxClassifier(Predictor):
         if not path.is_file():
             raise UserError(f"{path}: no such ONNX file")
         try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            options = ort.SessionOptions()
+            # Threads that spin while they wait for work take the cores from Pillow decoding the
+            # next photos beside them (`predict`), and from a busy machine's other work.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.intra_op_num_threads = 1  # `outputs` runs one batch per core
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             text = session.get_modelmeta().custom_metadata_map.get(CONFIG_KEY)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable files
             raise UserError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:200]})") from None
@@ -48,21 +57,30 @@ class OnnxClassifier(Predictor):
         _check_graph(session, config, path)
         return cls(session, config, path)
 
-    def outputs(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 256) -> Outputs:
-        names = [o.name for o in self.session.get_outputs() if o.name in (OUTPUT, SCORE, LOOKS_LIKE)]
-        parts = []
-        for start in range(0, len(pixels), batch_size):
-            x = np.ascontiguousarray(
-                np.asarray(pixels[start : start + batch_size]).transpose(0, 3, 1, 2), dtype=np.float32
-            )
-            got = dict(zip(names, self.session.run(names, {INPUT: x})))
-            if tta:
-                mirrored = dict(zip(names, self.session.run(names, {INPUT: np.ascontiguousarray(x[..., ::-1])})))
-                for name in (OUTPUT, SCORE):
-                    if name in got:
-                        got[name] = (got[name] + mirrored[name]) / 2
-            parts.append(Outputs(got[OUTPUT], got.get(SCORE), got.get(LOOKS_LIKE)))
+    def outputs(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 8) -> Outputs:
+        # One small batch per core at a time, each run on one thread: on a CPU that keeps the
+        # cores busier than one run spreading each operation over all of them (about 10% more
+        # photos a second for EfficientNet-Lite0 on 2 cores), and small batches stay in cache.
+        batch_size = max(1, min(batch_size, -(-len(pixels) // self.workers)))
+        starts = range(0, len(pixels), batch_size)
+        parts = list(self._pool().map(lambda start: self._run(pixels[start : start + batch_size], tta), starts))
         return Outputs.join(parts, len(self.classes))
+
+    def _run(self, pixels, tta: bool) -> Outputs:
+        names = [o.name for o in self.session.get_outputs() if o.name in (OUTPUT, SCORE, LOOKS_LIKE)]
+        x = np.ascontiguousarray(np.asarray(pixels).transpose(0, 3, 1, 2), dtype=np.float32)
+        got = dict(zip(names, self.session.run(names, {INPUT: x})))
+        if tta:
+            mirrored = dict(zip(names, self.session.run(names, {INPUT: np.ascontiguousarray(x[..., ::-1])})))
+            for name in (OUTPUT, SCORE):
+                if name in got:
+                    got[name] = (got[name] + mirrored[name]) / 2
+        return Outputs(got[OUTPUT], got.get(SCORE), got.get(LOOKS_LIKE))
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="onnxruntime")
+        return self._threads
 
 
 def _check_graph(session, config: dict, path: Path) -> None:

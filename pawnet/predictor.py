@@ -16,7 +16,7 @@ from PIL import Image
 
 from . import calibration, metrics
 from .atomic import make_parent
-from .cache import cached_decode, decode
+from .cache import cached_decode, decoded_ahead
 from .data import Labelled, collect_images, evaluation_folder, read_folder
 from .errors import UserError
 from .images import Preprocessing
@@ -94,11 +94,16 @@ class Predictor:
         paths = collect_images([i for i in inputs if isinstance(i, (str, Path))])
         images = [i for i in inputs if not isinstance(i, (str, Path))]
         names = [str(p) for p in paths] + [f"<image {n}>" for n in range(len(images))]
-        decoded = decode(paths + images, self.preprocessing, desc="reading")
-        results = [{"path": name, "error": decoded.errors.get(i)} for i, name in enumerate(names)]
-        out = self.outputs(decoded.pixels, tta)
-        for row, i in enumerate(decoded.ok):
-            results[i] = self.labelled(names[i], out[row], all_known)
+        results = [{"path": name} for name in names]
+        for first, chunk in decoded_ahead(paths + images, self.preprocessing):
+            read = [(i, pixels) for i, (pixels, _) in enumerate(chunk, start=first) if pixels is not None]
+            for i, (_, error) in enumerate(chunk, start=first):
+                if error is not None:
+                    results[i]["error"] = error
+            if read:
+                out = self.outputs(np.stack([pixels for _, pixels in read]), tta)
+                for row, (i, _) in enumerate(read):
+                    results[i] = self.labelled(names[i], out[row], all_known)
         return results
 
     @property

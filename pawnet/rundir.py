@@ -37,6 +37,19 @@ CHECKPOINT_FORMAT = 1
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 
 
+DEFAULT_MODEL = Path(__file__).with_name("default_model")
+# The name that stands for DEFAULT_MODEL wherever a command takes a MODEL; a file or folder of
+# that name where pawnet runs comes first (it is what the user named).
+DEFAULT_NAME = "default"
+
+
+def resolve(path) -> Path:
+    """The path of the model `path` names: the shipped one for None or `default`."""
+    if path is None or (str(path) == DEFAULT_NAME and not Path(path).exists()):
+        return DEFAULT_MODEL
+    return Path(path)
+
+
 def write_json(path: Path, data) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 

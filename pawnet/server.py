@@ -432,6 +432,7 @@ def serve(
     max_files: int = 64,
     max_request_mb: float | None = None,
     allow_hosts: tuple[str, ...] | list[str] = (),
+    engine: str | None = None,
     log=print,
 ) -> None:
     """Serve `model` (a model directory, an .onnx file, or the default model) until interrupted.
@@ -444,7 +445,7 @@ def serve(
     from .loader import load
 
     check_options(port, max_upload_mb, max_files, max_request_mb)
-    predictor = load(model)
+    predictor = load(model, engine, log=log)
     sock = bind(host, port)
     if host not in LOOPBACK:
         log(

@@ -27,6 +27,21 @@ needs_shared_photos = pytest.mark.skipif(
     not SHARED_PHOTOS.is_dir(), reason=f"the shared photos are not at {SHARED_PHOTOS}"
 )
 
+# Run as `python -c BLOCK_TORCH ARGS...`: pawnet's command line in a process where importing
+# PyTorch fails, checking at the end that nothing imported it.
+BLOCK_TORCH = """
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("PyTorch is blocked in this process")
+sys.meta_path.insert(0, Block())
+from pawnet.cli import main
+rc = main(sys.argv[1:])
+assert "torch" not in sys.modules
+raise SystemExit(rc)
+"""
+
 
 def pytest_configure(config):
     # The tests, and the commands they start, decode into a cache of their own, never the user's.

@@ -12,20 +12,7 @@ import pawnet
 from pawnet.loader import DEFAULT_MODEL
 from pawnet.onnx_export import _batch_axis_is_dynamic
 
-from conftest import SHARED_PHOTOS, make_dataset, needs_shared_photos, pattern, run_cli
-
-BLOCK_TORCH = """
-import sys, importlib.abc
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("PyTorch is blocked in this process")
-sys.meta_path.insert(0, Block())
-from pawnet.cli import main
-rc = main(sys.argv[1:])
-assert "torch" not in sys.modules
-raise SystemExit(rc)
-"""
+from conftest import BLOCK_TORCH, SHARED_PHOTOS, make_dataset, needs_shared_photos, pattern, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,123 @@
+"""Which engine predicts: a model directory on onnxruntime by default (exported once into the
+cache folder), on PyTorch when asked or when the export cannot be made, with the same answers."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pawnet
+from pawnet import engine
+from pawnet.classifier import Classifier
+from pawnet.errors import UserError
+
+from conftest import BLOCK_TORCH, pattern, run_cli
+
+
+@pytest.fixture
+def model(trained_model, tmp_path, monkeypatch):
+    """A copy of the trained model and a cache folder of this test's own."""
+    monkeypatch.setenv("PAWNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(engine.ENGINE_VARIABLE, raising=False)
+    shutil.copytree(trained_model, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def pixels(n: int = 6) -> np.ndarray:
+    kinds = ["horizontal", "vertical", "disc"]
+    return np.stack([pattern(kinds[i % 3], 32, seed=i) for i in range(n)])
+
+
+def test_auto_runs_onnxruntime_with_pytorchs_answers_and_exports_once(model, monkeypatch):
+    said = []
+    fast = pawnet.load(model, log=said.append)
+    assert isinstance(fast, engine.CompiledModel) and said == []  # exported when it first predicts
+    slow = pawnet.load(model, engine="torch")
+    assert isinstance(slow, Classifier)
+    a, b = fast.outputs(pixels()), slow.outputs(pixels())
+    assert len(said) == 1 and "once" in said[0] and fast.session is not None
+    assert np.abs(a.probabilities - b.probabilities).max() < 1e-4
+    assert np.array_equal(a.probabilities.argmax(1), b.probabilities.argmax(1))
+    assert np.abs(a.scores - b.scores).max() < 1e-4
+
+    def no_export(*_):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(engine.CompiledModel, "_export", no_export)
+    again = pawnet.load(model, log=said.append)
+    again.outputs(pixels(1))
+    assert again.session is not None and len(said) == 1
+
+
+def test_the_engine_is_chosen_by_argument_or_environment(model, monkeypatch):
+    monkeypatch.setenv(engine.ENGINE_VARIABLE, "torch")
+    assert isinstance(pawnet.load(model), Classifier)
+    assert isinstance(pawnet.load(model, engine="onnxruntime"), engine.CompiledModel)
+    monkeypatch.setenv(engine.ENGINE_VARIABLE, "tensorflow")
+    with pytest.raises(UserError, match="choose one of auto, onnxruntime, torch"):
+        pawnet.load(model)
+
+
+def test_a_retrained_model_is_exported_anew(model):
+    before = engine.exported_path(model)
+    (model / "model.safetensors").write_bytes((model / "model.safetensors").read_bytes() + b" ")
+    assert engine.exported_path(model) != before
+
+
+def test_a_failed_export_falls_back_to_pytorch_saying_so(model, monkeypatch):
+    def broken(*_, **__):
+        raise RuntimeError("the exporter fell over\nwith a long story")
+
+    monkeypatch.setattr("pawnet.onnx_export.export", broken)
+    said = []
+    clf = pawnet.load(model, log=said.append)
+    expected = pawnet.load(model, engine="torch").outputs(pixels()).probabilities
+    assert np.array_equal(clf.outputs(pixels()).probabilities, expected)
+    assert said[-1].endswith("runs on PyTorch (its export for onnxruntime failed: the exporter fell over)")
+    clf.outputs(pixels())
+    assert len(said) == 2  # said once
+    with pytest.raises(UserError, match="could not be exported for onnxruntime"):
+        pawnet.load(model, engine="onnxruntime", log=lambda *_: None).outputs(pixels())
+    assert not engine.exported_path(model).exists()
+
+
+def test_a_damaged_cached_export_is_made_again(model):
+    pawnet.load(model, log=lambda *_: None).outputs(pixels(1))
+    cached = engine.exported_path(model)
+    cached.write_bytes(cached.read_bytes()[:1000])
+    said = []
+    pawnet.load(model, log=said.append).outputs(pixels(1))
+    assert len(said) == 1 and engine.OnnxClassifier.load(cached).config["classes"] == ["horizontal", "vertical"]
+
+
+def test_a_broken_model_directory_is_the_usual_one_line_error(model):
+    (model / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(UserError, match="model.safetensors"):
+        pawnet.load(model, log=lambda *_: None)
+
+
+def test_explanations_follow_gradients_through_pytorch(model):
+    fast = pawnet.load(model, log=lambda *_: None)
+    cam = fast.grad_cam(pixels(1)[0])
+    assert cam.heatmap.shape == (32, 32) and 0 <= cam.heatmap.min() <= cam.heatmap.max() <= 1
+
+
+def test_predict_exports_once_then_runs_without_pytorch(model, tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(pattern("vertical", 32)).save(photo)
+    first = run_cli("predict", str(model), str(photo), "--json")
+    assert first.returncode == 0 and "preparing" in first.stderr and "once" in first.stderr
+    torch_run = run_cli("predict", str(model), str(photo), "--json", "--engine", "torch")
+    second = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH, "predict", str(model), str(photo), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert second.returncode == 0, second.stderr
+    assert "preparing" not in second.stderr
+    a, b = json.loads(second.stdout)[0], json.loads(torch_run.stdout)[0]
+    assert a["label"] == b["label"] and abs(a["probabilities"]["vertical"] - b["probabilities"]["vertical"]) < 1e-4
