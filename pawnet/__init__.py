@@ -14,9 +14,10 @@ The modules, each importing only those before it (tests/test_structure.py keeps 
 errors, version, config_check, atomic, rundir, progress, images, data, cache, augment, devices,
 distributed, audit, download (photos, data sets and run folders); models, architectures,
 settings, modeldir, metrics (networks); plots, explanations, report (what a model shows);
-predictor, onnx_model, classifier (trained models); training; onnx_export, engine (which runs a
-model directory: onnxruntime or PyTorch), loader, server (the uses of a trained model); labels (the label check of `pawnet data check --labels`, which runs a
-pretrained network); cli (the command line).
+predictor, onnx_model, classifier (trained models); training; onnx_export, engine (onnxruntime
+or PyTorch for a model directory), loader, server (the uses of a trained model); labels (the
+label check of `pawnet data check --labels`, which runs a pretrained network); cli (the command
+line).
 """
 
 from .errors import UserError
