@@ -97,8 +97,10 @@ def main() -> int:
         check=True,
         capture_output=True,
     )
-    runs = [(pawnet + [engine], label) for engine, label in ENGINES]
-    runs.append(([sys.executable, "-m", "pawnet", "predict", str(int8)], "pawnet predict model.int8.onnx --json"))
+    runs = [(pawnet, flag, label) for flag, label in ENGINES]
+    runs.append(
+        ([sys.executable, "-m", "pawnet", "predict", str(int8)], "--json", "pawnet predict model.int8.onnx --json")
+    )
     print(f"{'folder':<14}{'what runs':<42}{'seconds':>8}{'images/s':>10}{'accuracy':>10}{'x usual':>9}")
     for folder in folders:
         usual, out = timed([sys.executable, __file__, "--usual-loop", args.model, str(folder)])
@@ -107,8 +109,8 @@ def main() -> int:
             f"{folder.name:<14}{'usual PyTorch loop (fp32, batches of 32)':<42}{usual:8.1f}{n / usual:10.1f}"
             f"{accuracy_of_lines(out):10.4f}"
         )
-        for command, label in runs:
-            seconds, out = timed(command + [str(folder), "--json"])
+        for command, flag, label in runs:
+            seconds, out = timed(command + [str(folder), "--json", flag])
             accuracy, known, n = accuracy_of_json(out)
             print(f"{'':<14}{label:<42}{seconds:8.1f}{n / seconds:10.1f}{accuracy:10.4f}{usual / seconds:9.2f}")
     return 0
