@@ -79,19 +79,26 @@ class CompiledModel(OnnxClassifier):
         from .onnx_export import export
 
         onnx = exported_path(self.path)
-        name = "the shipped model" if self.path == DEFAULT_MODEL else self.path
-        self.log(f"preparing {name} for onnxruntime, once (up to half a minute); it is kept in {onnx.parent}")
+        name = "the shipped model" if self.path == DEFAULT_MODEL else str(self.path)
         try:
             onnx.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return self._without_export(name, f"cannot write to the cache folder {onnx.parent}: {e.strerror or e}", e)
+        self.log(f"preparing {name} for onnxruntime, once (up to half a minute); it is kept in {onnx.parent}")
+        try:
             with replacing(onnx) as tmp:
                 export(self.pytorch(), tmp, log=lambda *_: None)
             self.session = OnnxClassifier.load(onnx).session
-        except Exception as e:  # an exporter that fails, a parity check it does not pass, a read-only cache
+        except Exception as e:  # an exporter that fails, a parity check it does not pass, a full disk
             why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            if self.engine == "onnxruntime":
-                raise UserError(f"{self.path}: could not be exported for onnxruntime ({why})") from e
-            self.log(f"note: {self.path} runs on PyTorch (its export for onnxruntime failed: {why})")
-            self.engine = "torch"
+            self._without_export(name, f"its export for onnxruntime failed: {why}", e)
+
+    def _without_export(self, name: str, why: str, error: Exception) -> None:
+        """PyTorch predicts from now on, said once; an error where onnxruntime was asked for."""
+        if self.engine == "onnxruntime":
+            raise UserError(f"{name} could not run on onnxruntime ({why})") from error
+        self.log(f"note: {name} runs on PyTorch ({why})")
+        self.engine = "torch"
 
 
 def chosen(engine: str | None) -> str:

@@ -80,9 +80,19 @@ def test_a_failed_export_falls_back_to_pytorch_saying_so(model, monkeypatch):
     assert said[-1].endswith("runs on PyTorch (its export for onnxruntime failed: the exporter fell over)")
     clf.outputs(pixels())
     assert len(said) == 2  # said once
-    with pytest.raises(UserError, match="could not be exported for onnxruntime"):
+    with pytest.raises(UserError, match="could not run on onnxruntime"):
         pawnet.load(model, engine="onnxruntime", log=lambda *_: None).outputs(pixels())
     assert not engine.exported_path(model).exists()
+
+
+def test_a_cache_folder_that_cannot_be_written_leaves_pytorch_to_predict(model, monkeypatch, tmp_path):
+    (tmp_path / "a file").write_text("")
+    monkeypatch.setenv("PAWNET_CACHE", str(tmp_path / "a file" / "cache"))
+    said = []
+    clf = pawnet.load(model, log=said.append)
+    clf.outputs(pixels())
+    folder = tmp_path / "a file" / "cache" / "onnx"
+    assert said == [f"note: {model} runs on PyTorch (cannot write to the cache folder {folder}: Not a directory)"]
 
 
 def test_a_damaged_cached_export_is_made_again(model):
