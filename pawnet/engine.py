@@ -1,7 +1,8 @@
 """Which engine runs a model directory's predictions: onnxruntime where it can, else PyTorch.
 
 On a CPU, onnxruntime runs pawnet's networks several times as fast as PyTorch (the shipped model:
-about 100 photos a second against 30 on 2 cores of an AMD EPYC; benchmarks/predict_speed.py).
+93 photos a second against 31 for the network alone on 2 cores of an AMD EPYC;
+benchmarks/predict_speed.py).
 So a model directory is exported once into the cache folder, checked against PyTorch as every
 export is, and from then on predicts through onnxruntime without importing PyTorch at all (the
 PyTorch path predicts on the CPU too). Where onnxruntime is missing or the export fails, PyTorch
