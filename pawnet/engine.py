@@ -103,9 +103,12 @@ class CompiledModel(OnnxClassifier):
 
 
 def chosen(engine: str | None) -> str:
-    engine = engine or os.environ.get(ENGINE_VARIABLE) or "auto"
+    if engine is None and os.environ.get(ENGINE_VARIABLE):
+        engine, named = os.environ[ENGINE_VARIABLE], f"{ENGINE_VARIABLE}={os.environ[ENGINE_VARIABLE]!r}"
+    else:
+        engine, named = engine or "auto", f"engine {engine!r}"
     if engine not in ENGINES:
-        raise UserError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
+        raise UserError(f"{named}: choose one of {', '.join(ENGINES)}")
     return engine
 
 

@@ -445,7 +445,11 @@ def serve(
     from .loader import load
 
     check_options(port, max_upload_mb, max_files, max_request_mb)
-    predictor = load(model, engine, log=log)
+    predictor = load(model, engine)
+    # A model directory is prepared for onnxruntime when it first predicts (up to half a minute,
+    # or an error): before "serving" is said, not while the first requests wait.
+    size = predictor.preprocessing.size
+    predictor.outputs(np.zeros((1, size, size, 3), np.uint8))
     sock = bind(host, port)
     if host not in LOOPBACK:
         log(

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
+
 KEEP = 0.995  # the share of validation photos the threshold keeps known
 DIMS = 32
 
@@ -55,10 +57,14 @@ class UnknownCheck:
 
     @classmethod
     def load(cls, path: Path, threshold: float) -> UnknownCheck:
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        t = load_file(str(path))
-        return cls(t["unknown.mean"], t["unknown.basis"], float(threshold))
+        try:
+            t = load_file(str(path))
+            return cls(t["unknown.mean"], t["unknown.basis"], float(threshold))
+        except (SafetensorError, OSError, KeyError) as e:
+            raise UserError(f"{path}: not a readable unknown-photo check ({str(e).splitlines()[0][:200]})") from None
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

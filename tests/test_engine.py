@@ -16,6 +16,7 @@ from pawnet.classifier import Classifier
 from pawnet.errors import UserError
 
 from conftest import BLOCK_TORCH, pattern, run_cli
+from nodes import free_port
 
 
 @pytest.fixture
@@ -58,8 +59,10 @@ def test_the_engine_is_chosen_by_argument_or_environment(model, monkeypatch):
     assert isinstance(pawnet.load(model), Classifier)
     assert isinstance(pawnet.load(model, engine="onnxruntime"), engine.CompiledModel)
     monkeypatch.setenv(engine.ENGINE_VARIABLE, "tensorflow")
-    with pytest.raises(UserError, match="choose one of auto, onnxruntime, torch"):
+    with pytest.raises(UserError, match="^PAWNET_ENGINE='tensorflow': choose one of auto, onnxruntime, torch$"):
         pawnet.load(model)
+    with pytest.raises(UserError, match="^engine 'gpu': choose one of"):
+        pawnet.load(model, engine="gpu")
 
 
 def test_a_retrained_model_is_exported_anew(model):
@@ -104,9 +107,10 @@ def test_a_damaged_cached_export_is_made_again(model):
     assert len(said) == 1 and engine.OnnxClassifier.load(cached).config["classes"] == ["horizontal", "vertical"]
 
 
-def test_a_broken_model_directory_is_the_usual_one_line_error(model):
-    (model / "model.safetensors").write_bytes(b"not weights")
-    with pytest.raises(UserError, match="model.safetensors"):
+@pytest.mark.parametrize("name", ["model.safetensors", "unknown.safetensors"])
+def test_a_broken_model_directory_is_the_usual_one_line_error(model, name):
+    (model / name).write_bytes(b"not weights")
+    with pytest.raises(UserError, match=name):
         pawnet.load(model, log=lambda *_: None)
 
 
@@ -131,3 +135,14 @@ def test_predict_exports_once_then_runs_without_pytorch(model, tmp_path):
     assert "preparing" not in second.stderr
     a, b = json.loads(second.stdout)[0], json.loads(torch_run.stdout)[0]
     assert a["label"] == b["label"] and abs(a["probabilities"]["vertical"] - b["probabilities"]["vertical"]) < 1e-4
+
+
+def test_serve_prepares_the_model_before_it_says_serving(model, tmp_path, monkeypatch):
+    (tmp_path / "a file").write_text("")
+    monkeypatch.setenv("PAWNET_CACHE", str(tmp_path / "a file"))
+    done = run_cli("serve", str(model), "--engine", "onnxruntime", "--port", str(free_port()))
+    assert done.returncode == 2 and "serving" not in done.stdout
+    assert done.stderr.strip().splitlines() == [
+        f"pawnet: error: {model} could not run on onnxruntime (cannot write to the cache folder "
+        f"{tmp_path / 'a file' / 'onnx'}: Not a directory)"
+    ]
