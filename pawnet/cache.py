@@ -75,24 +75,15 @@ def _decode_one(path: Path, prep: Preprocessing):
         return None, str(e)
 
 
-def _decoded_chunks(files: list, prep: Preprocessing, desc: str, workers: int | None, chunk: int = 1024):
-    """Yield (first index, results) for consecutive chunks of files, decoded on all cores.
+def decoded_chunks(files: list, prep: Preprocessing, desc: str = "reading", workers: int | None = None, chunk=1024):
+    """Yield (first index, results) for consecutive chunks of files (or PIL images), decoded on
+    all cores, one chunk ahead of the caller: while it works on this chunk (a network predicting
+    on it, or a cache file being written), Pillow decodes the next.
 
     Pillow releases the GIL while it decodes and resizes, so threads share the work without the
     start-up cost of processes; submitting a chunk at a time keeps memory flat for any file count.
     """
     with ThreadPoolExecutor(workers or cpu_count()) as pool, bar(total=len(files), desc=desc, leave=False) as progress:
-        for first in range(0, len(files), chunk):
-            results = list(pool.map(lambda f: _decode_one(f, prep), files[first : first + chunk]))
-            progress.update(len(results))
-            yield first, results
-
-
-def decoded_ahead(files: list, prep: Preprocessing, desc: str = "reading", chunk: int = 64):
-    """Yield (first index, results) for consecutive chunks of files (or PIL images), as
-    `_decoded_chunks` does, with the next chunk decoding on other threads while the caller works
-    on this one: a network predicting on a chunk and Pillow decoding the next share the cores."""
-    with ThreadPoolExecutor(cpu_count()) as pool, bar(total=len(files), desc=desc, leave=False) as progress:
 
         def submit(first: int) -> list:
             return [pool.submit(_decode_one, f, prep) for f in files[first : first + chunk]]
@@ -114,7 +105,7 @@ def decode(files: list, prep: Preprocessing, desc: str = "decoding", workers: in
     shape = (prep.size, prep.size, 3)
     pixels = np.empty((0 if sink else len(files), *shape), dtype=np.uint8)
     ok, errors = [], {}
-    for first, results in _decoded_chunks(files, prep, desc, workers):
+    for first, results in decoded_chunks(files, prep, desc, workers):
         rows = []
         for i, (arr, err) in enumerate(results, start=first):
             if err is None:

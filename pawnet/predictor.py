@@ -16,7 +16,7 @@ from PIL import Image
 
 from . import calibration, metrics
 from .atomic import make_parent
-from .cache import cached_decode, decoded_ahead
+from .cache import cached_decode, decoded_chunks
 from .data import Labelled, collect_images, evaluation_folder, read_folder
 from .errors import UserError
 from .images import Preprocessing
@@ -95,7 +95,7 @@ class Predictor:
         images = [i for i in inputs if not isinstance(i, (str, Path))]
         names = [str(p) for p in paths] + [f"<image {n}>" for n in range(len(images))]
         results = [{"path": name} for name in names]
-        for first, chunk in decoded_ahead(paths + images, self.preprocessing):
+        for first, chunk in decoded_chunks(paths + images, self.preprocessing, chunk=64):
             read = [(i, pixels) for i, (pixels, _) in enumerate(chunk, start=first) if pixels is not None]
             for i, (_, error) in enumerate(chunk, start=first):
                 if error is not None:
