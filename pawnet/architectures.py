@@ -8,13 +8,13 @@ from. Adding an architecture is adding an entry here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch.nn as nn
 
 from . import augment
 from .images import Preprocessing
-from .models import EfficientNetLite0, SeedNet, SmallNet, imagenet_weights
+from .models import EfficientNetLite0, SeedNet, SmallNet, SmallNet1, imagenet_weights
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class Architecture:
     # For a pretrained network, the recipe that trains every weight (`--finetune`): slower than a
     # head on frozen features, for users with a GPU or time.
     finetune: Recipe | None = None
+    # Earlier layouts of the network by revision (config.json's "network_revision"), so that the
+    # models trained with them still load.
+    earlier: dict[int, Callable[..., nn.Module]] = field(default_factory=dict)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -62,7 +65,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "small": Architecture(
         SmallNet,
         Recipe(
-            Preprocessing(size=96, mean=(124.0, 116.0, 104.0), std=(58.0, 57.0, 57.0)),
+            Preprocessing(size=64, mean=(124.0, 116.0, 104.0), std=(58.0, 57.0, 57.0)),
             augment.Augmentation(
                 zoom=(0.75, 1.15),
                 translate=0.1,
@@ -72,7 +75,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 contrast=0.25,
                 saturation=0.25,
             ),
-            epochs=100,
+            epochs=40,
             batch_size=64,
             optimizer="adamw",
             lr=3e-3,
@@ -80,6 +83,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             schedule="onecycle",
             label_smoothing=0.1,
         ),
+        earlier={1: SmallNet1},
     ),
     # Chosen by measuring on the shared photos (benchmarks/README.md): a head on 256 px features.
     "efficientnet_lite0": Architecture(
@@ -111,11 +115,15 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
-def build(arch: str, n_classes: int, prep: Preprocessing, pretrained: bool = False) -> nn.Module:
+def build(
+    arch: str, n_classes: int, prep: Preprocessing, pretrained: bool = False, revision: int | None = None
+) -> nn.Module:
     """A new network of `arch` for `n_classes` and `prep`'s input; with `pretrained`, its body
-    holds the pretrained weights (where the architecture has them)."""
+    holds the pretrained weights (where the architecture has them). `revision` picks an earlier
+    layout of the network, for a model trained with it."""
     entry = ARCHITECTURES[arch]
-    model = entry.network(n_classes=n_classes, size=prep.size, mean=prep.mean, std=prep.std)
+    network = entry.earlier.get(revision, entry.network)
+    model = network(n_classes=n_classes, size=prep.size, mean=prep.mean, std=prep.std)
     if pretrained and entry.pretrained is not None:
         model.load_pretrained(entry.pretrained())
     return model

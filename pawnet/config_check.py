@@ -32,6 +32,9 @@ def validate_config(config, where) -> dict:
         or len(set(classes)) != len(classes)
     ):
         raise UserError(f"{where}: 'classes' must list at least two distinct class names, not {_short(classes)}")
+    revision = config.get("network_revision", 1)
+    if isinstance(revision, bool) or not isinstance(revision, int):
+        raise UserError(f"{where}: network_revision must be a whole number, not {_short(revision)}")
     _check_preprocessing(config.get("preprocessing"), where)
     _check_number(config, "calibration", "temperature", where, positive=True)
     _check_number(config, "unknown", "threshold", where)

@@ -60,7 +60,7 @@ def load_model(path) -> tuple[torch.nn.Module, dict]:
     _check_shapes(folder, config, prep, head_only)
     # A body frozen in training is the pretrained one, so its ImageNet classifier still fits it.
     frozen = head_only or (isinstance(config.get("training"), dict) and config["training"].get("train") == "head")
-    model = build(config["arch"], len(config["classes"]), prep, pretrained=frozen)
+    model = build(config["arch"], len(config["classes"]), prep, pretrained=frozen, revision=_revision(config))
     try:
         state = load_file(str(folder.weights))
         if head_only:
@@ -77,7 +77,10 @@ def _check_shapes(folder: RunDir, config: dict, prep: Preprocessing, head_only: 
     nothing to refuse."""
     with torch.device("meta"):
         shapes = {
-            k: tuple(v.shape) for k, v in build(config["arch"], len(config["classes"]), prep).state_dict().items()
+            k: tuple(v.shape)
+            for k, v in build(config["arch"], len(config["classes"]), prep, revision=_revision(config))
+            .state_dict()
+            .items()
         }
     try:
         with safe_open(str(folder.weights), framework="pt") as f:
@@ -94,6 +97,12 @@ def _check_shapes(folder: RunDir, config: dict, prep: Preprocessing, head_only: 
             raise _misfit(folder, RuntimeError(f"{name} is in the file, not in a {config['arch']} network"))
         if expected[name] != stored[name]:
             raise _misfit(folder, RuntimeError(f"{name}: {stored[name]} stored, {expected[name]} for this config"))
+
+
+def _revision(config: dict) -> int:
+    """Which layout of its architecture the network has: models from before layouts were numbered
+    have the first."""
+    return config.get("network_revision", 1)
 
 
 def _misfit(folder: RunDir, e: Exception) -> UserError:

@@ -1,13 +1,16 @@
 """Every architecture family learns a multi-class problem, and the pretrained weights are the package's."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import pawnet
 from pawnet.architectures import build
-from pawnet.images import Preprocessing
-from pawnet.models import imagenet_weights
+from pawnet.images import Preprocessing, load_pixels
+from pawnet.models import SmallNet1, imagenet_weights
 
 from conftest import make_dataset, run_cli
 
@@ -59,3 +62,32 @@ def test_pretrained_network_gives_imagenet_sensible_output():
     assert torch.isfinite(logits).all() and torch.equal(logits, again)
     p = logits.softmax(1)
     assert torch.allclose(p.sum(1), torch.ones(2)) and p.max() > 10 / 1000
+
+
+def test_a_small_model_of_the_first_layout_still_loads(three_classes, tmp_path):
+    """Models trained before `small` became narrower (no network_revision in their config) load
+    with the layout they were trained with, and predict what that network computes."""
+    run = tmp_path / "run"
+    pawnet.train(three_classes, arch="small", epochs=1, img_size=32, out=run, log=lambda *_: None)
+    config = json.loads((run / "config.json").read_text())
+    assert config["network_revision"] == 2
+    prep = Preprocessing.from_dict(config["preprocessing"])
+    old = build("small", 3, prep, revision=1).eval()
+    assert isinstance(old, SmallNet1)
+    save_file(old.state_dict(), str(run / "model.safetensors"))
+    for key in ("network_revision", "unknown"):
+        del config[key]
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "unknown.safetensors").unlink()
+
+    photo = three_classes / "disc" / "0.png"
+    (prediction,) = pawnet.load(run, engine="torch").predict(photo)
+    x = torch.from_numpy(load_pixels(photo, prep)[None].copy()).permute(0, 3, 1, 2).float()
+    with torch.inference_mode():
+        expected = (old(x) / config["calibration"]["temperature"]).softmax(1)[0]
+    assert [prediction["probabilities"][c] for c in config["classes"]] == pytest.approx(expected.tolist(), abs=1e-5)
+
+    config["network_revision"] = "two"
+    (run / "config.json").write_text(json.dumps(config))
+    result = run_cli("predict", run, photo)
+    assert result.returncode == 2 and "network_revision must be a whole number" in result.stderr
