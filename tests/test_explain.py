@@ -15,6 +15,7 @@ from PIL import Image
 
 import pawnet
 from pawnet.explanations import block_steps, grad_cam, last_feature_layer, seed_steps
+from pawnet.models import SmallNet
 
 from conftest import PATCH, SIZE, make_dataset, patch_image, pattern, run_cli
 
@@ -70,7 +71,8 @@ def test_deep_networks_show_first_and_last_blocks(tmp_path):
     clf = pawnet.train(data, arch="small", epochs=1, img_size=32, out=tmp_path / "run", log=lambda *_: None)
     img = np.zeros((32, 32, 3), np.uint8)
     steps = block_steps(clf.model, img)
-    assert steps["first"].shape == (32, 32, 32) and steps["last_name"] == last_feature_layer(clf.model, 32)
+    assert steps["first"].shape == (SmallNet.widths[0], 32, 32)
+    assert steps["last_name"] == last_feature_layer(clf.model, 32)
     assert steps["output"].sum() == pytest.approx(1, abs=1e-5)
 
 
