@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("model", nargs="?", default=None)
     ap.add_argument("--shared", type=Path, default=SHARED)
     args = ap.parse_args()
-    model = pawnet.load(args.model)
+    model = pawnet.load(args.model, engine="torch")  # the vectors come from the PyTorch network
     pets = args.shared / "cats-vs-dogs"
     train = read_folder(pets / "training_set", classes=model.classes)
     sets = {
