@@ -87,7 +87,8 @@ def test_a_small_model_of_the_first_layout_still_loads(three_classes, tmp_path):
         expected = (old(x) / config["calibration"]["temperature"]).softmax(1)[0]
     assert [prediction["probabilities"][c] for c in config["classes"]] == pytest.approx(expected.tolist(), abs=1e-5)
 
-    config["network_revision"] = "two"
-    (run / "config.json").write_text(json.dumps(config))
-    result = run_cli("predict", run, photo)
-    assert result.returncode == 2 and "network_revision must be a whole number" in result.stderr
+    for revision, error in (("two", "network_revision must be a whole number"), (3, "not one this pawnet knows")):
+        config["network_revision"] = revision
+        (run / "config.json").write_text(json.dumps(config))
+        result = run_cli("predict", run, photo)
+        assert result.returncode == 2 and error in result.stderr and "Traceback" not in result.stderr
