@@ -82,12 +82,8 @@ def _check_shapes(folder: RunDir, config: dict, prep: Preprocessing, head_only: 
     meta device, it has every shape and no memory, so a config claiming a huge input size costs
     nothing to refuse."""
     with torch.device("meta"):
-        shapes = {
-            k: tuple(v.shape)
-            for k, v in build(config["arch"], len(config["classes"]), prep, revision=_revision(config))
-            .state_dict()
-            .items()
-        }
+        network = build(config["arch"], len(config["classes"]), prep, revision=_revision(config))
+        shapes = {k: tuple(v.shape) for k, v in network.state_dict().items()}
     try:
         with safe_open(str(folder.weights), framework="pt") as f:
             stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (a safe_open handle is not a dict)
