@@ -30,7 +30,7 @@ from pawnet.augment import Augmentation
 from pawnet.cache import decode
 from pawnet.data import train_val_split
 from pawnet.images import Preprocessing
-from pawnet.models import SmallNet1, _conv_bn_relu
+from pawnet.models import Rescale, SmallNet1, _conv_bn_relu
 
 from photos import DEFAULT_DATA, missing
 
@@ -94,13 +94,12 @@ class Variant(nn.Module):
             for _ in range(n):
                 layers += _conv_bn_relu(w, w)
             c_in = w
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
+        self.rescale = Rescale(MEAN, STD)
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear(c_in, n_classes))
 
     def forward(self, x):
-        return self.classifier(self.features((x - self.mean) / self.std).mean((2, 3)))
+        return self.classifier(self.features(self.rescale(x)).mean((2, 3)))
 
 
 def network(name: str) -> nn.Module:
