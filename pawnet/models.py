@@ -18,6 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .devices import keep_freed_memory
+
+keep_freed_memory()  # every pawnet network runs faster on a CPU with it: devices.py says how much
+
 
 def to_input(pixels: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
     """uint8 (N, H, W, 3) pixels to the float (N, 3, H, W) batch networks take, on `device`

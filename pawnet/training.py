@@ -398,7 +398,14 @@ def _restore(run: Run, card: dict) -> None:
     (best weights, metrics.csv) are written again from it. Then the model card."""
     state = run.folder.load_checkpoint(run.group.shared(run.folder.checkpoint_bytes)) if run.resuming else None
     if state is not None:
-        run.model.load_state_dict(state["model"])
+        try:
+            run.model.load_state_dict(state["model"])
+        except RuntimeError:  # a run started by an earlier pawnet whose network had another layout
+            raise UserError(
+                f"{run.folder.path}: its checkpoint does not fit this pawnet's {run.settings.arch} network "
+                "(the run was started by a version with another layout of it), so it cannot be continued; "
+                "train a new run"
+            ) from None
         run.optimizer.load_state_dict(state["optimizer"])
         if run.scheduler is not None:
             run.scheduler.load_state_dict(state["scheduler"])

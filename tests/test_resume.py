@@ -72,6 +72,25 @@ def test_resume_refuses_what_is_not_a_run_and_new_settings(reference, tmp_path):
     assert r.returncode == 2 and "drop --epochs" in r.stderr
 
 
+def test_a_checkpoint_of_another_network_layout_is_refused_in_one_line(data, tmp_path):
+    # As a run of an earlier pawnet would be, whose network had another layout.
+    out = tmp_path / "run"
+    child = _stalled("checkpoint:2", data, out, tmp_path)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    state = RunDir(out).load_checkpoint()
+    state["model"] = {f"earlier.{k}": v for k, v in state["model"].items()}
+    RunDir(out).save_checkpoint(state)
+
+    r = run_cli("train", "--resume", out)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"pawnet: error: {out}: its checkpoint does not fit this pawnet's seed network (the run was started by a "
+        "version with another layout of it), so it cannot be continued; train a new run"
+    ]
+    assert RunDir(out).load_checkpoint()["model"].keys() == state["model"].keys()  # nothing of it lost
+
+
 def test_a_checkpoint_holding_code_is_refused(tmp_path):
     torch.save({"format": CHECKPOINT_FORMAT, "payload": Path("x")}, RunDir(tmp_path).checkpoint)
     with pytest.raises(UserError, match="unreadable checkpoint"):
