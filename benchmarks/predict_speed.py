@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -58,12 +57,9 @@ def _resized(image_module, path: Path):
         return img.convert("RGB").resize((256, 256), image_module.BILINEAR)
 
 
-def timed(command: list[str], usual: bool = False) -> tuple[float, str]:
-    # The usual loop loads its network through pawnet, but runs with the allocator as a tutorial's
-    # script has it (pawnet/devices.py: keep_freed_memory).
-    env = {**os.environ, "PAWNET_KEEP_FREED_MEMORY": "0"} if usual else None
+def timed(command: list[str]) -> tuple[float, str]:
     start = time.perf_counter()
-    done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
     return time.perf_counter() - start, done.stdout
 
 
@@ -107,7 +103,7 @@ def main() -> int:
     )
     print(f"{'folder':<14}{'what runs':<42}{'seconds':>8}{'images/s':>10}{'accuracy':>10}{'x usual':>9}")
     for folder in folders:
-        usual, out = timed([sys.executable, __file__, "--usual-loop", args.model, str(folder)], usual=True)
+        usual, out = timed([sys.executable, __file__, "--usual-loop", args.model, str(folder)])
         n = len(out.splitlines())
         print(
             f"{folder.name:<14}{'usual PyTorch loop (fp32, batches of 32)':<42}{usual:8.1f}{n / usual:10.1f}"

@@ -158,12 +158,10 @@ def main() -> int:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"{args.epochs} epochs of the seed recipe on {args.data}"
     )
-    # The usual loop first: once pawnet's networks are imported, the process keeps freed memory
-    # (pawnet/devices.py: keep_freed_memory), which a tutorial's script does not.
-    print("usual PyTorch loop:")
-    usual_wall = usual_loop(args.data, args.epochs)
     print("pawnet:")
     pawnet_wall, steady = pawnet_run(args.data, args.epochs)
+    print("usual PyTorch loop:")
+    usual_wall = usual_loop(args.data, args.epochs)
     print()
     print(f"usual PyTorch loop   {usual_wall:7.1f} s")
     print(f"pawnet               {pawnet_wall:7.1f} s   (decoding included, disk cache off)")

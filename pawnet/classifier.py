@@ -10,7 +10,7 @@ import torch
 from . import calibration
 from .errors import UserError
 from .modeldir import load_model
-from .models import probabilities, to_input
+from .models import inference_batch, probabilities, to_input
 from .predictor import Outputs, Predictor
 from .rundir import RunDir
 from .unknown import KEEP, UnknownCheck
@@ -46,17 +46,19 @@ class Classifier(Predictor):
             raise UserError(f"{file}: fitted on {space}, which this model does not give")
         return clf
 
-    def vectors(self, pixels: np.ndarray, mirror: bool = False, batch_size: int = 128) -> np.ndarray:
+    def vectors(self, pixels: np.ndarray, mirror: bool = False) -> np.ndarray:
         """The vectors the network's last layer reads (`embed`), for every image."""
         out = [np.zeros((0, 0), np.float32)]
+        batch_size = inference_batch(self.preprocessing.size)
         with torch.inference_mode():
             for start in range(0, len(pixels), batch_size):
                 x = to_input(pixels[start : start + batch_size])
                 out.append(self.fast.embed(x.flip(3) if mirror else x).float().numpy())
         return np.concatenate(out[1:]) if len(out) > 1 else out[0]
 
-    def outputs(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 128) -> Outputs:
+    def outputs(self, pixels: np.ndarray, tta: bool = False) -> Outputs:
         parts = []
+        batch_size = inference_batch(self.preprocessing.size)
         with torch.inference_mode():
             for start in range(0, len(pixels), batch_size):
                 x = to_input(pixels[start : start + batch_size])

@@ -1,12 +1,7 @@
-"""Where training runs and in which precision: `--device auto|cpu|cuda|mps`, `--precision`; and
-how PyTorch's CPU memory is allocated."""
+"""Where training runs and in which precision: `--device auto|cpu|cuda|mps`, `--precision`."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -81,25 +76,3 @@ def precision(name: str, device: torch.device) -> Precision:
     if name == "fp16" and device.type == "cpu":
         raise UserError("--precision fp16 needs a GPU; on a CPU choose bf16 or fp32")
     return Precision(name, {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name])
-
-
-def keep_freed_memory(limit: int = 1 << 30) -> bool:
-    """Have glibc's malloc keep freed blocks of up to `limit` bytes for reuse rather than return
-    them to the kernel; True where it took effect (Linux with glibc).
-
-    PyTorch on a CPU allocates each activation anew. By default glibc maps every block over 32 MB
-    fresh from the kernel and unmaps it when freed, so every batch pays again for the kernel
-    zeroing its pages: measured on a 2-core AMD EPYC, 29 photos/s through EfficientNet-Lite0 in
-    batches of 64 with half the time in the kernel, 73 photos/s with this; a `small` training step
-    22% faster. The cost: a process keeps the memory of its largest batch until it exits;
-    PAWNET_KEEP_FREED_MEMORY=0 leaves glibc's defaults.
-    """
-    if not sys.platform.startswith("linux") or os.environ.get("PAWNET_KEEP_FREED_MEMORY") == "0":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, limit))

@@ -329,10 +329,11 @@ def _freeze_body(run: Run) -> None:
     run.log(f"features of the frozen {run.settings.arch} body computed in {time.perf_counter() - started:.1f}s")
 
 
-def _features(run: Run, body, pixels, prec, desc: str, mirror: bool = False, batch_size: int = 64) -> torch.Tensor:
+def _features(run: Run, body, pixels, prec, desc: str, mirror: bool = False) -> torch.Tensor:
     """The frozen body's features for every image (or its mirror image), computed once; each
     process computes its part and all of them receive the whole."""
     device = run.device
+    batch_size = models.inference_batch(run.recipe.preprocessing.size) if device.type == "cpu" else 64
     mine = run.group.part(len(pixels))
     out = [torch.zeros((0, run.model.head[-1].in_features), device=device)]  # so that an empty part has the width too
     with torch.no_grad(), prec.autocast(device):

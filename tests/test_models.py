@@ -3,6 +3,7 @@
 import torch
 import torch.nn.functional as F
 
+from pawnet import models
 from pawnet.models import SeedNet, loss_fn, probabilities
 
 
@@ -48,3 +49,11 @@ def test_weighted_loss_counts_the_rare_class_more():
     assert torch.allclose(plain, weighted)  # all predictions equally wrong: weights change nothing
     logits = torch.tensor([[-2.0], [-2.0], [-2.0], [-2.0]])  # right on class 0, wrong on class 1
     assert loss_fn(model, logits, labels, torch.tensor([1.0, 3.0])) > loss_fn(model, logits, labels)
+
+
+def test_inference_batches_stay_small_enough_for_the_allocator_to_keep_them():
+    # About 3 MB of float input a batch: 4 photos of EfficientNet-Lite0's 256 px, 64 of small's
+    # 64 px, and never none.
+    assert models.inference_batch(256) == 4
+    assert models.inference_batch(64) == 64
+    assert models.inference_batch(4096) == 1
