@@ -49,19 +49,21 @@ class Classifier(Predictor):
     def vectors(self, pixels: np.ndarray, mirror: bool = False) -> np.ndarray:
         """The vectors the network's last layer reads (`embed`), for every image."""
         out = [np.zeros((0, 0), np.float32)]
-        batch_size = inference_batch(self.preprocessing.size)
         with torch.inference_mode():
-            for start in range(0, len(pixels), batch_size):
-                x = to_input(pixels[start : start + batch_size])
+            for x in self._batches(pixels):
                 out.append(self.fast.embed(x.flip(3) if mirror else x).float().numpy())
         return np.concatenate(out[1:]) if len(out) > 1 else out[0]
 
+    def _batches(self, pixels: np.ndarray):
+        """The pixels as network inputs, a CPU inference batch at a time."""
+        batch_size = inference_batch(self.preprocessing.size)
+        for start in range(0, len(pixels), batch_size):
+            yield to_input(pixels[start : start + batch_size])
+
     def outputs(self, pixels: np.ndarray, tta: bool = False) -> Outputs:
         parts = []
-        batch_size = inference_batch(self.preprocessing.size)
         with torch.inference_mode():
-            for start in range(0, len(pixels), batch_size):
-                x = to_input(pixels[start : start + batch_size])
+            for x in self._batches(pixels):
                 views = [self._outputs(x)] + ([self._outputs(x.flip(3))] if tta else [])
                 parts.append(_mean(views))
         return Outputs.join(parts, len(self.classes))

@@ -39,10 +39,10 @@ def read_config(path) -> dict:
     arch, classes = config["arch"], config["classes"]
     if arch not in ARCHITECTURES:
         raise UserError(f"{folder.path}: unknown architecture {arch!r} (this pawnet knows {', '.join(ARCHITECTURES)})")
-    newest = getattr(ARCHITECTURES[arch].network, "revision", 1)
-    if not 1 <= _revision(config) <= newest:
+    newest, revision = getattr(ARCHITECTURES[arch].network, "revision", 1), _revision(config)
+    if not 1 <= revision <= newest:
         raise UserError(
-            f"{folder.config}: network_revision {_revision(config)} of {arch} is not one this pawnet knows "
+            f"{folder.config}: network_revision {revision} of {arch} is not one this pawnet knows "
             f"(1 to {newest}); a newer pawnet may read it: pip install -U pawnet"
         )
     if ARCHITECTURES[arch].two_classes_only and len(classes) != 2:

@@ -3,8 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from pawnet import models
-from pawnet.models import SeedNet, loss_fn, probabilities
+from pawnet.models import SeedNet, inference_batch, loss_fn, probabilities
 
 
 def test_seed_has_the_tutorials_parameter_count():
@@ -54,6 +53,6 @@ def test_weighted_loss_counts_the_rare_class_more():
 def test_inference_batches_stay_small_enough_for_the_allocator_to_keep_them():
     # About 3 MB of float input a batch: 4 photos of EfficientNet-Lite0's 256 px, 64 of small's
     # 64 px, and never none.
-    assert models.inference_batch(256) == 4
-    assert models.inference_batch(64) == 64
-    assert models.inference_batch(4096) == 1
+    assert inference_batch(256) == 4
+    assert inference_batch(64) == 64
+    assert inference_batch(4096) == 1
