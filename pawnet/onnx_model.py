@@ -63,8 +63,8 @@ class OnnxClassifier(Predictor):
         # photos a second for EfficientNet-Lite0 on 2 cores), and small batches stay in cache.
         batch_size = max(1, min(batch_size, -(-len(pixels) // self.workers)))
         starts = range(0, len(pixels), batch_size)
-        parts = list(self._pool().map(lambda start: self._run(pixels[start : start + batch_size], tta), starts))
-        return Outputs.join(parts, len(self.classes))
+        parts = self._pool().map(lambda start: self._run(pixels[start : start + batch_size], tta), starts)
+        return Outputs.join(parts, len(pixels), len(self.classes))
 
     def _run(self, pixels, tta: bool) -> Outputs:
         names = [o.name for o in self.session.get_outputs() if o.name in (OUTPUT, SCORE, LOOKS_LIKE)]

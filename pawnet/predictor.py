@@ -39,11 +39,22 @@ class Outputs:
         return self.probabilities, self.scores, self.looks_like
 
     @classmethod
-    def join(cls, parts: list[Outputs], n_classes: int) -> Outputs:
-        if not parts:
-            return cls(np.zeros((0, n_classes), np.float32))
-        columns = zip(*(p._arrays() for p in parts))
-        return cls(*(None if c[0] is None else np.concatenate(c) for c in columns))
+    def join(cls, parts, n: int, n_classes: int) -> Outputs:
+        """The outputs of consecutive batches of `n` photos in all, as one.
+
+        Written into arrays made for all `n` at the first batch, for the reason `Classifier.vectors`
+        gives: batches' small results kept between their large passing buffers split the heap.
+        """
+        out, start = cls(np.zeros((0, n_classes), np.float32)), 0
+        for part in parts:
+            if start == 0:
+                out = cls(*(None if a is None else np.empty((n, *a.shape[1:]), a.dtype) for a in part._arrays()))
+            rows = slice(start, start + len(part.probabilities))
+            for whole, piece in zip(out._arrays(), part._arrays()):
+                if whole is not None:
+                    whole[rows] = piece
+            start = rows.stop
+        return out
 
 
 class Predictor:

@@ -335,12 +335,13 @@ def _features(run: Run, body, pixels, prec, desc: str, mirror: bool = False) -> 
     device = run.device
     batch_size = models.inference_batch(run.recipe.preprocessing.size) if device.type == "cpu" else 64
     mine = run.group.part(len(pixels))
-    out = [torch.zeros((0, run.model.head[-1].in_features), device=device)]  # so that an empty part has the width too
+    # Filled in place, for the reason `Classifier.vectors` gives.
+    out = torch.empty((mine.stop - mine.start, run.model.head[-1].in_features), device=device)
     with torch.no_grad(), prec.autocast(device):
         for start in bar(range(mine.start, mine.stop, batch_size), desc=desc, unit="batch", leave=False):
             x = _as_input(pixels, slice(start, min(start + batch_size, mine.stop)), device)
-            out.append(body.embed(x.flip(3) if mirror else x).float())
-    return run.group.gather_rows(torch.cat(out), len(pixels))
+            out[start - mine.start : start - mine.start + len(x)] = body.embed(x.flip(3) if mirror else x).float()
+    return run.group.gather_rows(out, len(pixels))
 
 
 def _optimizer(recipe: Recipe, params):

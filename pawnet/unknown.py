@@ -35,10 +35,13 @@ class UnknownCheck:
     @classmethod
     def fit(cls, train: np.ndarray, val: np.ndarray, keep: float = KEEP, dims: int = DIMS) -> UnknownCheck:
         """Fitted on the training photos' vectors, its threshold on the validation photos'."""
-        unit = _unit(train)
-        mean = unit.mean(0)
-        dims = max(1, min(dims, len(unit) - 1, unit.shape[1] // 4))
-        basis = np.linalg.svd(unit - mean, full_matrices=False)[2][:dims].T
+        centred = _unit(train)
+        mean = centred.mean(0)
+        centred -= mean
+        dims = max(1, min(dims, len(centred) - 1, centred.shape[1] // 4))
+        # The principal directions from the D x D scatter matrix, not an SVD of the vectors
+        # themselves, whose N x D factor would hold another copy of a large data set's vectors.
+        basis = np.linalg.eigh((centred.T @ centred).astype(np.float64))[1][:, ::-1][:, :dims]
         check = cls(mean.astype(np.float32), np.ascontiguousarray(basis, dtype=np.float32), 0.0)
         check.threshold = float(np.quantile(check.scores(val), keep))
         return check

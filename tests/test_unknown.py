@@ -41,6 +41,28 @@ def test_the_check_scores_vectors_off_the_training_directions_higher():
     assert auroc(check.scores(inside(200)), check.scores(outside)) > 0.99
 
 
+def test_the_principal_directions_are_the_ones_an_svd_of_the_vectors_finds():
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(500, 40)) * np.linspace(3, 0.1, 40)  # a clear order of directions
+    check = UnknownCheck.fit(train, train[:100], dims=8)
+    unit = train / np.linalg.norm(train, axis=1, keepdims=True)
+    svd_basis = np.linalg.svd(unit - unit.mean(0), full_matrices=False)[2][:8].T
+    # Same subspace whatever the signs: each projector onto it is the other's.
+    np.testing.assert_allclose(check.basis @ check.basis.T, svd_basis @ svd_basis.T, atol=1e-5)
+
+
+def test_vectors_and_outputs_of_many_photos_are_each_photos_own(stripes):
+    clf = pawnet.load(stripes / "run", engine="torch")
+    pixels = np.random.default_rng(2).integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)  # two batches at 32 px
+    singles = range(len(pixels))
+    one_by_one = np.concatenate([clf.vectors(pixels[i : i + 1]) for i in singles])
+    np.testing.assert_allclose(clf.vectors(pixels), one_by_one, atol=1e-5)
+    out, alone = clf.outputs(pixels), [clf.outputs(pixels[i : i + 1]) for i in singles]
+    np.testing.assert_allclose(out.probabilities, np.concatenate([o.probabilities for o in alone]), atol=1e-5)
+    np.testing.assert_allclose(out.scores, np.concatenate([o.scores for o in alone]), atol=1e-5)
+    assert clf.vectors(pixels[:0]).shape[0] == 0 and clf.outputs(pixels[:0]).probabilities.shape == (0, 2)
+
+
 def test_auroc_counts_ties_as_half():
     assert auroc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 1.0
     assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 0.0
