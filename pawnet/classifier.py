@@ -68,8 +68,11 @@ class Classifier(Predictor):
 
     def outputs(self, pixels: np.ndarray, tta: bool = False) -> Outputs:
         with torch.inference_mode():
-            batches = (_mean([self._outputs(x)] + [self._outputs(x.flip(3))] * tta) for _, x in self._batches(pixels))
+            batches = (self._views(x, tta) for _, x in self._batches(pixels))
             return Outputs.join(batches, len(pixels), len(self.classes))
+
+    def _views(self, x: torch.Tensor, tta: bool) -> Outputs:
+        return _mean(self._outputs(x), self._outputs(x.flip(3))) if tta else self._outputs(x)
 
     def _outputs(self, x: torch.Tensor) -> Outputs:
         v = self.fast.embed(x)
@@ -129,11 +132,8 @@ class Classifier(Predictor):
         return grad_cam(self, pixels, class_name, layer)
 
 
-def _mean(views: list[Outputs]) -> Outputs:
+def _mean(a: Outputs, b: Outputs) -> Outputs:
     """What the model says of a photo and its mirror image, averaged (the ImageNet name is the
     photo's own)."""
-    if len(views) == 1:
-        return views[0]
-    a, b = views
     scores = None if a.scores is None else (a.scores + b.scores) / 2
     return Outputs((a.probabilities + b.probabilities) / 2, scores, a.looks_like)

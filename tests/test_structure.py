@@ -20,6 +20,7 @@ LAYERS = [
     "cache",
     "augment",
     "devices",
+    "allocator",
     "distributed",
     "audit",
     "download",
