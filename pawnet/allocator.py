@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -20,7 +19,7 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     if not sys.platform.startswith("linux") or os.environ.get("PAWNET_KEEP_FREED_MEMORY") == "0":
         return False
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # libc's, already loaded: no library search at start-up
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h

@@ -11,7 +11,7 @@ from . import calibration
 from .errors import UserError
 from .modeldir import load_model
 from .models import inference_batch, probabilities, to_input
-from .predictor import Outputs, Predictor
+from .predictor import Outputs, Predictor, join_batches
 from .rundir import RunDir
 from .unknown import KEEP, UnknownCheck
 
@@ -48,27 +48,20 @@ class Classifier(Predictor):
 
     def vectors(self, pixels: np.ndarray, mirror: bool = False) -> np.ndarray:
         """The vectors the network's last layer reads (`embed`), for every image."""
-        out = np.zeros((0, 0), np.float32)
         with torch.inference_mode():
-            for start, x in self._batches(pixels):
-                v = self.fast.embed(x.flip(3) if mirror else x).float().numpy()
-                if start == 0:
-                    # One array for all of them, made up front: small per-batch arrays kept between
-                    # each batch's large passing buffers split the heap, so those buffers were never
-                    # reused and memory grew with every photo (3.5 GB for 200,000).
-                    out = np.empty((len(pixels), v.shape[1]), np.float32)
-                out[start : start + len(v)] = v
-        return out
+            batches = ((self.fast.embed(x.flip(3) if mirror else x).float().numpy(),) for x in self._batches(pixels))
+            columns = join_batches(batches, len(pixels))
+        return columns[0] if columns else np.zeros((0, 0), np.float32)
 
     def _batches(self, pixels: np.ndarray):
-        """The pixels as network inputs, a CPU inference batch at a time, with where each starts."""
+        """The pixels as network inputs, a CPU inference batch at a time."""
         batch_size = inference_batch(self.preprocessing.size)
         for start in range(0, len(pixels), batch_size):
-            yield start, to_input(pixels[start : start + batch_size])
+            yield to_input(pixels[start : start + batch_size])
 
     def outputs(self, pixels: np.ndarray, tta: bool = False) -> Outputs:
         with torch.inference_mode():
-            batches = (self._views(x, tta) for _, x in self._batches(pixels))
+            batches = (self._views(x, tta) for x in self._batches(pixels))
             return Outputs.join(batches, len(pixels), len(self.classes))
 
     def _views(self, x: torch.Tensor, tta: bool) -> Outputs:

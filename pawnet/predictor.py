@@ -40,21 +40,29 @@ class Outputs:
 
     @classmethod
     def join(cls, parts, n: int, n_classes: int) -> Outputs:
-        """The outputs of consecutive batches of `n` photos in all, as one.
+        """The outputs of consecutive batches of `n` photos in all, as one."""
+        columns = join_batches((part._arrays() for part in parts), n)
+        return cls(*columns) if columns else cls(np.zeros((0, n_classes), np.float32))
 
-        Written into arrays made for all `n` at the first batch, for the reason `Classifier.vectors`
-        gives: batches' small results kept between their large passing buffers split the heap.
-        """
-        out, start = cls(np.zeros((0, n_classes), np.float32)), 0
-        for part in parts:
-            if start == 0:
-                out = cls(*(None if a is None else np.empty((n, *a.shape[1:]), a.dtype) for a in part._arrays()))
-            rows = slice(start, start + len(part.probabilities))
-            for whole, piece in zip(out._arrays(), part._arrays()):
-                if whole is not None:
-                    whole[rows] = piece
-            start = rows.stop
-        return out
+
+def join_batches(batches, n: int) -> tuple | None:
+    """Consecutive batches' columns (tuples of arrays, None where there is none) of `n` rows in
+    all, each column as one array; None when there are no batches.
+
+    Each column is written into an array made for all `n` rows at the first batch: small
+    per-batch arrays kept between each batch's large passing buffers split the heap, so those
+    buffers were never reused and memory grew with every photo (3.5 GB for 200,000).
+    """
+    whole, start = None, 0
+    for columns in batches:
+        if whole is None:
+            whole = tuple(None if c is None else np.empty((n, *c.shape[1:]), c.dtype) for c in columns)
+        rows = slice(start, start + len(columns[0]))
+        for array, part in zip(whole, columns):
+            if array is not None:
+                array[rows] = part
+        start = rows.stop
+    return whole
 
 
 class Predictor:

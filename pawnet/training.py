@@ -335,7 +335,7 @@ def _features(run: Run, body, pixels, prec, desc: str, mirror: bool = False) -> 
     device = run.device
     batch_size = models.inference_batch(run.recipe.preprocessing.size) if device.type == "cpu" else 64
     mine = run.group.part(len(pixels))
-    # Filled in place, for the reason `Classifier.vectors` gives.
+    # Filled in place, for the reason `predictor.join_batches` gives.
     out = torch.empty((mine.stop - mine.start, run.model.head[-1].in_features), device=device)
     with torch.no_grad(), prec.autocast(device):
         for start in bar(range(mine.start, mine.stop, batch_size), desc=desc, unit="batch", leave=False):
