@@ -104,7 +104,9 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     for name, score in scores.items():
         s = {k: score(v) for k, v in vectors.items()}
-        threshold = np.quantile(s["test_set"], KEEP)
+        # The model's own threshold for its own check: a photo of a widened class's group scores
+        # exactly that threshold, which a quantile taken again would fall below.
+        threshold = model.threshold if name.startswith("the model's own") else np.quantile(s["test_set"], KEEP)
         print(
             f"| {name} | {(s['not-pets'] > threshold).mean():.3f} | {(s['other-source'] <= threshold).mean():.3f} "
             f"| {auroc(s['test_set'], s['not-pets']):.4f} |"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import calibration
+from . import calibration, imagenet
 from .errors import UserError
 from .modeldir import load_model
 from .models import inference_batch, probabilities, to_input
@@ -89,7 +89,9 @@ class Classifier(Predictor):
     def check_space(self) -> str:
         return "imagenet logits" if getattr(self.fast, "imagenet", None) is not None else "features"
 
-    def fit_checks(self, train_vectors: np.ndarray, val_vectors: np.ndarray, val_labels: np.ndarray) -> dict:
+    def fit_checks(
+        self, train_vectors: np.ndarray, train_labels: np.ndarray, val_vectors: np.ndarray, val_labels: np.ndarray
+    ) -> dict:
         """Temperature scaling and the unknown-photo check, fitted to the training and validation
         photos' vectors; returns what config.json records of them."""
         with torch.inference_mode():
@@ -100,6 +102,13 @@ class Classifier(Predictor):
         temperature = calibration.fit_temperature(logits, val_labels, binary)
         after = calibration.softmax(logits / temperature, binary)
         self.check = UnknownCheck.fit(*checked)
+        groups = {}
+        if self.check_space() == "imagenet logits":
+            groups = imagenet.widened(checked[0].argmax(1), train_labels, len(self.classes))
+        if groups:
+            self.check.also_known = np.zeros(imagenet.N_CLASSES, bool)
+            for _, members in groups.values():
+                self.check.also_known[members] = True
         self.temperature, self.threshold = temperature, self.check.threshold
         return {
             "calibration": {
@@ -114,6 +123,7 @@ class Classifier(Predictor):
                 "threshold": self.check.threshold,
                 "keep": KEEP,
                 "space": self.check_space(),
+                "also_known": {self.classes[c]: group for c, (group, _) in groups.items()},
                 "val_known": round(float(self.check.known(checked[1]).mean()), 6),
                 "train_vectors": int(len(train_vectors)),
             },

@@ -33,6 +33,10 @@ class _Exported(torch.nn.Module):
         if self.check:
             self.register_buffer("mean", torch.from_numpy(clf.check.mean))
             self.register_buffer("basis", torch.from_numpy(clf.check.basis))
+        self.also_known = clf.check is not None and clf.check.also_known is not None
+        if self.also_known:
+            self.register_buffer("known_classes", torch.from_numpy(clf.check.also_known))
+            self.threshold = clf.check.threshold
         self.imagenet = getattr(clf.model, "imagenet", None)
 
     def outputs(self) -> list[str]:
@@ -45,7 +49,10 @@ class _Exported(torch.nn.Module):
         if self.check:
             checked = v if imagenet is None else imagenet
             centred = checked / checked.norm(dim=1, keepdim=True).clamp_min(1e-12) - self.mean
-            out.append((centred - (centred @ self.basis) @ self.basis.T).norm(dim=1))
+            score = (centred - (centred @ self.basis) @ self.basis.T).norm(dim=1)
+            if self.also_known:
+                score = torch.where(self.known_classes[checked.argmax(1)], score.clamp(max=self.threshold), score)
+            out.append(score)
         if imagenet is not None:
             out.append(imagenet.argmax(1))
         return tuple(out)

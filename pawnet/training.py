@@ -592,7 +592,7 @@ def _fit_checks(run: Run, clf: Classifier) -> dict:
         train, val = run.train_inputs.cpu().numpy(), run.val_inputs.cpu().numpy()
     else:
         train, val = clf.vectors(run.train_inputs), clf.vectors(run.val_inputs)
-    return clf.fit_checks(train, val, run.val_y)
+    return clf.fit_checks(train, run.train_y, val, run.val_y)
 
 
 def _finish(run: Run) -> Classifier:

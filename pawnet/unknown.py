@@ -10,6 +10,11 @@ photos this one separated photos of neither cats nor dogs best, and needs the le
 benchmarks/README.md.) The threshold is the score that a chosen share of the validation photos stays
 under, so nothing but the user's own photos is needed.
 
+Where the vectors are ImageNet logits, a class can also stand for a whole group of ImageNet classes
+(`imagenet.widened`: "dog" for photos of many breeds): a photo the body sees as one of the group's
+classes scores no higher than the threshold. Training photos of a few dozen breeds do not span every
+breed, and a Kerry blue terrier is still a dog.
+
 Torch-free: an ONNX model's check runs on the same numbers (they are in its graph).
 """
 
@@ -31,6 +36,7 @@ class UnknownCheck:
     mean: np.ndarray  # (D,) of the unit-length training vectors
     basis: np.ndarray  # (D, dims): their principal directions
     threshold: float
+    also_known: np.ndarray | None = None  # (D,) bool: vectors whose largest entry is one of these are known
 
     @classmethod
     def fit(cls, train: np.ndarray, val: np.ndarray, keep: float = KEEP, dims: int = DIMS) -> UnknownCheck:
@@ -50,13 +56,18 @@ class UnknownCheck:
         """Higher is less like the training photos; above `threshold` is unknown."""
         centred = _unit(vectors) - self.mean
         left = centred - (centred @ self.basis) @ self.basis.T
-        return np.linalg.norm(left, axis=1)
+        scores = np.linalg.norm(left, axis=1)
+        if self.also_known is None:
+            return scores
+        grouped = self.also_known[np.asarray(vectors).argmax(1)]
+        return np.where(grouped, np.minimum(scores, self.threshold), scores)
 
     def known(self, vectors: np.ndarray) -> np.ndarray:
         return self.scores(vectors) <= self.threshold
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return {"unknown.mean": self.mean, "unknown.basis": self.basis}
+        also = {} if self.also_known is None else {"unknown.also_known": self.also_known.astype(np.uint8)}
+        return {"unknown.mean": self.mean, "unknown.basis": self.basis, **also}
 
     @classmethod
     def load(cls, path: Path, threshold: float) -> UnknownCheck:
@@ -65,8 +76,11 @@ class UnknownCheck:
 
         try:
             t = load_file(str(path))
-            return cls(t["unknown.mean"], t["unknown.basis"], float(threshold))
-        except (SafetensorError, OSError, KeyError) as e:
+            also = t["unknown.also_known"].astype(bool) if "unknown.also_known" in t else None
+            if also is not None and also.shape != t["unknown.mean"].shape:
+                raise ValueError(f"unknown.also_known has shape {also.shape}, the vectors {t['unknown.mean'].shape}")
+            return cls(t["unknown.mean"], t["unknown.basis"], float(threshold), also)
+        except (SafetensorError, OSError, KeyError, ValueError) as e:
             raise UserError(f"{path}: not a readable unknown-photo check ({str(e).splitlines()[0][:200]})") from None
 
 

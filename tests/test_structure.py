@@ -30,6 +30,7 @@ LAYERS = [
     "modeldir",
     "metrics",
     "calibration",
+    "imagenet",
     "unknown",
     "plots",
     "explanations",

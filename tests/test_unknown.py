@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import pawnet
-from pawnet import calibration
+from pawnet import calibration, imagenet
 from pawnet.unknown import UnknownCheck, auroc
 
 from conftest import make_dataset, pattern, read_json, run_cli
@@ -49,6 +49,73 @@ def test_the_principal_directions_are_the_ones_an_svd_of_the_vectors_finds():
     svd_basis = np.linalg.svd(unit - unit.mean(0), full_matrices=False)[2][:8].T
     # Same subspace whatever the signs: each projector onto it is the other's.
     np.testing.assert_allclose(check.basis @ check.basis.T, svd_basis @ svd_basis.T, atol=1e-5)
+
+
+def _group(name: str) -> np.ndarray:
+    return next(members for group, members in imagenet.groups() if group == name)
+
+
+def test_a_class_of_photos_of_most_dog_breeds_stands_for_every_breed():
+    rng = np.random.default_rng(3)
+    breeds = _group("dog")
+    assert len(breeds) == 118 and 183 in breeds  # Kerry blue terrier
+    looks_like = np.concatenate(
+        [
+            rng.choice(breeds[:100], 1000),  # photos of 100 breeds: the class means "dog"
+            rng.integers(0, 1000, 1000),  # anything at all: no group
+            np.where(rng.uniform(size=1000) < 0.8, 281, rng.integers(0, 1000, 1000)),  # mostly one ImageNet class
+            rng.choice(breeds[:20], 30),  # 30 photos of 20 breeds say nothing of the other 98
+        ]
+    )
+    labels = np.repeat([0, 1, 2, 3], [1000, 1000, 1000, 30])
+    found = imagenet.widened(looks_like, labels, 4)
+    assert set(found) == {0, 2}
+    assert found[0][0] == "dog" and set(found[0][1]) == set(breeds)
+    assert list(found[2][1]) == [281] and found[2][0] == imagenet.name(281)
+
+
+def test_a_photo_the_body_sees_as_one_of_a_widened_group_is_known(tmp_path):
+    rng = np.random.default_rng(4)
+    inside = lambda n: rng.normal(size=(n, 4)) @ np.eye(4, 64) * 3 + 10 * np.eye(1, 64)  # noqa: E731
+    check = UnknownCheck.fit(inside(400), inside(200))
+    outside = rng.normal(size=(2, 64))
+    outside[0, 40] = outside[1, 50] = 20  # what the body sees most: entry 40, and entry 50
+    assert not check.known(outside).any()
+    check.also_known = np.zeros(64, bool)
+    check.also_known[40] = True
+    assert check.known(outside).tolist() == [True, False]
+    assert check.scores(outside)[0] == pytest.approx(check.threshold)
+    assert check.known(inside(200)).mean() >= 0.97  # the rest as before
+    from safetensors.numpy import save_file
+
+    save_file(check.tensors(), str(tmp_path / "check.safetensors"))
+    again = UnknownCheck.load(tmp_path / "check.safetensors", check.threshold)
+    np.testing.assert_array_equal(again.also_known, check.also_known)
+    np.testing.assert_allclose(again.scores(outside), check.scores(outside))
+
+
+def test_onnx_gives_the_same_verdicts_where_a_class_stands_for_an_imagenet_group(tmp_path):
+    data = make_dataset(tmp_path / "d", n=6)
+    clf = pawnet.train(
+        data, arch="efficientnet_lite0", epochs=1, img_size=64, out=tmp_path / "run", log=lambda *_: None
+    )
+    kinds = ("horizontal", "vertical", "disc")
+    pixels = np.stack(
+        [pattern(kinds[i % 3], 64, seed=i) for i in range(12)]
+        + [np.full((64, 64, 3), 40 * i, np.uint8) for i in range(6)]
+    )
+    out = clf.outputs(pixels)
+    # Every photo too far out by its score, and those the body sees as the first one does in the group.
+    clf.threshold = clf.check.threshold = clf.config["unknown"]["threshold"] = float(out.scores.min()) / 2
+    clf.check.also_known = np.zeros(imagenet.N_CLASSES, bool)
+    clf.check.also_known[out.looks_like[0]] = True
+    expected = out.looks_like == out.looks_like[0]
+    assert 0 < expected.sum() < len(expected)
+    report = pawnet.export(clf, tmp_path / "m.onnx", log=lambda *_: None)
+    assert report["max_probability_difference"] < 1e-4
+    onnx = pawnet.load(tmp_path / "m.onnx")
+    np.testing.assert_array_equal(clf.known(clf.outputs(pixels)), expected)
+    np.testing.assert_array_equal(onnx.known(onnx.outputs(pixels)), expected)
 
 
 def test_vectors_and_outputs_of_many_photos_are_each_photos_own(stripes):
