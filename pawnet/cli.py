@@ -176,7 +176,12 @@ def _export_parser(sub) -> None:
     o.add_argument("model", metavar="MODEL", help=MODEL_DIR_HELP)
     o.add_argument("--format", choices=["onnx"], default="onnx", help="onnx (the only one)")
     o.add_argument("--out", metavar="FILE", help="default: MODEL/model.onnx (for default: runs/export/default.onnx)")
-    o.add_argument("--quantize", action="store_true", help="int8 weights (onnxruntime dynamic quantization)")
+    o.add_argument("--quantize", action="store_true", help="compute in int8 (onnxruntime static quantization)")
+    o.add_argument(
+        "--calibrate",
+        metavar="PHOTOS",
+        help="with --quantize: photos like the model's (its training photos), for int8's ranges",
+    )
     o.add_argument("--check", metavar="DATA", help="labelled folder to measure int8's accuracy change on")
     o.add_argument("--json", action="store_true", help="print what was written and checked as JSON")
 
@@ -388,7 +393,7 @@ def _export(args) -> int:
     from .onnx_export import export
 
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
-    report = export(args.model, args.out, quantize=args.quantize, check=args.check, log=log)
+    report = export(args.model, args.out, args.quantize, args.check, args.calibrate, log)
     if args.json:
         print(json.dumps(report, indent=2))
     return 0

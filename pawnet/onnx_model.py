@@ -68,7 +68,7 @@ class OnnxClassifier(Predictor):
 
     def _run(self, pixels, tta: bool) -> Outputs:
         names = [o.name for o in self.session.get_outputs() if o.name in (OUTPUT, SCORE, LOOKS_LIKE)]
-        x = np.ascontiguousarray(np.asarray(pixels).transpose(0, 3, 1, 2), dtype=np.float32)
+        x = as_input(pixels)
         got = dict(zip(names, self.session.run(names, {INPUT: x})))
         if tta:
             mirrored = dict(zip(names, self.session.run(names, {INPUT: np.ascontiguousarray(x[..., ::-1])})))
@@ -81,6 +81,11 @@ class OnnxClassifier(Predictor):
         if self._threads is None:
             self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="onnxruntime")
         return self._threads
+
+
+def as_input(pixels) -> np.ndarray:
+    """uint8 pixels (N, H, W, 3) as the graph takes them: float32, channels first."""
+    return np.ascontiguousarray(np.asarray(pixels).transpose(0, 3, 1, 2), dtype=np.float32)
 
 
 def _check_graph(session, config: dict, path: Path) -> None:

@@ -77,6 +77,8 @@ def test_int8_export_reports_its_accuracy_change(trained_model, tmp_path):
         "--out",
         tmp_path / "q.onnx",
         "--quantize",
+        "--calibrate",
+        trained_model.parent / "data",
         "--check",
         trained_model.parent / "data",
         "--json",
@@ -84,8 +86,31 @@ def test_int8_export_reports_its_accuracy_change(trained_model, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["quantized"] and 0 <= report["accuracy_int8"] <= 1 and 0 <= report["accuracy_float"] <= 1
-    assert report["bytes"] < (trained_model / "model.safetensors").stat().st_size / 2
+    from pawnet.data import collect_images
+
+    assert report["calibration_images"] == min(256, len(collect_images([trained_model.parent / "data"])))
     assert pawnet.load(tmp_path / "q.onnx").classes == ["horizontal", "vertical"]
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # int8 activations, not int8 weights alone
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "--quantize needs --calibrate PHOTOS"),
+        (["--calibrate", "nowhere"], "nowhere: no such folder of photos (--calibrate)"),
+        (["--calibrate", "EMPTY"], "holds no readable images (--calibrate)"),
+    ],
+)
+def test_int8_without_photos_to_calibrate_on_is_one_line(trained_model, tmp_path, extra, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.jpg").write_text("not a photo")
+    extra = [str(tmp_path / "empty") if e == "EMPTY" else e for e in extra]
+    result = run_cli("export", trained_model, "--out", tmp_path / "q.onnx", "--quantize", *extra)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "q.onnx").exists()
 
 
 def test_a_file_that_is_not_onnx_exits_2(tmp_path):
@@ -122,7 +147,7 @@ def test_default_model_predicts_a_real_cat_without_a_model_argument(tmp_path):
 
 def test_export_into_a_missing_folder_says_only_what_it_did(trained_model, tmp_path):
     out = tmp_path / "nodir" / "m.onnx"
-    result = run_cli("export", trained_model, "--out", out, "--quantize")
+    result = run_cli("export", trained_model, "--out", out, "--quantize", "--calibrate", trained_model.parent / "data")
     assert result.returncode == 0, result.stderr
     assert out.is_file()
     said = result.stdout + result.stderr

@@ -11,6 +11,7 @@ from PIL import Image
 
 import pawnet
 from pawnet import calibration, imagenet
+from pawnet.errors import UserError
 from pawnet.unknown import UnknownCheck, auroc
 
 from conftest import make_dataset, pattern, read_json, run_cli
@@ -92,6 +93,9 @@ def test_a_photo_the_body_sees_as_one_of_a_widened_group_is_known(tmp_path):
     again = UnknownCheck.load(tmp_path / "check.safetensors", check.threshold)
     np.testing.assert_array_equal(again.also_known, check.also_known)
     np.testing.assert_allclose(again.scores(outside), check.scores(outside))
+    save_file({**check.tensors(), "unknown.also_known": np.ones(3, np.uint8)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(UserError, match=r"not a readable unknown-photo check \(unknown.also_known has shape"):
+        UnknownCheck.load(tmp_path / "bad.safetensors", check.threshold)
 
 
 def test_onnx_gives_the_same_verdicts_where_a_class_stands_for_an_imagenet_group(tmp_path):
