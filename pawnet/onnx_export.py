@@ -80,29 +80,37 @@ def export(model_dir, out=None, quantize: bool = False, check=None, calibrate=No
     clf = model_dir if isinstance(model_dir, Classifier) else Classifier.load(resolve(model_dir))
     calibration = _calibration_pixels(calibrate, clf.preprocessing) if quantize else None
     out = make_parent(output_path(clf.path, out, quantize))
+    # Written beside `out` and put in place once checked: an export that fails or is stopped leaves
+    # whatever file was there before.
+    with replacing(out) as written:
+        report = _checked_export(clf, written, out, log)
+        if quantize:
+            report.update(_quantize(written, out, clf, calibration, check, log))
+    return report
+
+
+def _checked_export(clf: Classifier, path: Path, name: Path, log) -> dict:
+    """`clf` as ONNX at `path` (to be named `name`), checked against PyTorch."""
     size = clf.preprocessing.size
     wrapper = _Exported(clf).eval()
-    _write_onnx(wrapper, torch.rand(2, 3, size, size) * 255, wrapper.outputs(), out)
-    _store_config(out, {**clf.config, "exported_from": str(clf.path)})
-    if not _batch_axis_is_dynamic(out):
-        raise RuntimeError(f"{out}: the exporter fixed the batch size; the file would accept one batch size only")
+    _write_onnx(wrapper, torch.rand(2, 3, size, size) * 255, wrapper.outputs(), path)
+    _store_config(path, {**clf.config, "exported_from": str(clf.path)})
+    if not _batch_axis_is_dynamic(path):
+        raise RuntimeError(f"{name}: the exporter fixed the batch size; the file would accept one batch size only")
 
-    exported = OnnxClassifier.load(out)
+    exported = OnnxClassifier.load(path)
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
     for n in (1, 7):
         pixels = (torch.rand(n, size, size, 3, generator=generator) * 255).to(torch.uint8).numpy()
         worst = max(worst, _difference(exported.outputs(pixels), clf.outputs(pixels)))
-    report = {"onnx": str(out), "max_probability_difference": worst, "bytes": out.stat().st_size}
+    report = {"onnx": str(name), "max_probability_difference": worst, "bytes": path.stat().st_size}
     log(
-        f"exported {out} ({out.stat().st_size / 1e6:.2f} MB); largest difference from PyTorch in probabilities"
+        f"exported {name} ({path.stat().st_size / 1e6:.2f} MB); largest difference from PyTorch in probabilities"
         f"{' and unknown scores' if clf.check else ''} on batches of 1 and 7: {worst:.2e}"
     )
     if worst >= PARITY_TOLERANCE:
         raise RuntimeError(f"the ONNX model differs from PyTorch by {worst:.2e} (limit {PARITY_TOLERANCE:.0e})")
-
-    if quantize:
-        report.update(_quantize(out, clf, calibration, check, log))
     return report
 
 
@@ -219,8 +227,8 @@ def _batch_axis_is_dynamic(path: Path) -> bool:
     return bool(dim.dim_param) and not dim.HasField("dim_value")
 
 
-def _quantize(path: Path, clf: Classifier, pixels: np.ndarray, check, log) -> dict:
-    """The ONNX model at `path` rewritten to compute in int8. Static quantization: every
+def _quantize(path: Path, name: Path, clf: Classifier, pixels: np.ndarray, check, log) -> dict:
+    """The ONNX model at `path` (to be named `name`) rewritten to compute in int8. Static quantization: every
     convolution, its activation and each residual sum run on uint8 values (int8 weights, one
     scale per output channel), in ranges measured on `pixels`, the calibration photos. Without VNNI, int8
     products go through an instruction that can overflow at the full 8 bits, so the weights keep
@@ -257,7 +265,7 @@ def _quantize(path: Path, clf: Classifier, pixels: np.ndarray, check, log) -> di
         float_path.unlink(missing_ok=True)
         prepared.unlink(missing_ok=True)
     report = {"quantized": True, "bytes": path.stat().st_size, "calibration_images": len(pixels)}
-    log(f"quantized to int8, its ranges from {len(pixels)} photos: {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    log(f"quantized to int8, its ranges from {len(pixels)} photos: {name} ({path.stat().st_size / 1e6:.2f} MB)")
     if check is not None:
         before = clf.evaluate(check)["accuracy"]
         after = OnnxClassifier.load(path).evaluate(check)["accuracy"]

@@ -113,6 +113,22 @@ def test_int8_without_photos_to_calibrate_on_is_one_line(trained_model, tmp_path
     assert not (tmp_path / "q.onnx").exists()
 
 
+def test_an_export_stopped_halfway_leaves_the_file_there_was(trained_model, tmp_path, monkeypatch):
+    from pawnet import onnx_export
+
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"an earlier export")
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx_export, "_quantize", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        pawnet.export(trained_model, out, quantize=True, calibrate=trained_model.parent / "data", log=lambda *_: None)
+    assert out.read_bytes() == b"an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
 def test_a_file_that_is_not_onnx_exits_2(tmp_path):
     (tmp_path / "fake.onnx").write_bytes(b"not a model")
     (tmp_path / "x.png").write_bytes(b"")
