@@ -20,7 +20,7 @@ N_CLASSES = 1000
 # ImageNet class each looks like most)...
 HOLDS = 0.75
 # ... and only where those photos show at least this share of the group's classes: 30 photos of
-# dogs of 20 breeds say little about the other 98; 1,000 photos of 105 of the 118 breeds do.
+# dogs of 20 breeds say little about the other 98; the Kaggle dogs, 109 of the 118 breeds, do.
 SHOWN = 0.5
 # ... and never to a group of more than this share of ImageNet: photos of everything under the sun
 # would widen to "object", and the check would let any photo through.

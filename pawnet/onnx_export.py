@@ -228,11 +228,13 @@ def _batch_axis_is_dynamic(path: Path) -> bool:
 
 
 def _quantize(path: Path, name: Path, clf: Classifier, pixels: np.ndarray, check, log) -> dict:
-    """The ONNX model at `path` (to be named `name`) rewritten to compute in int8. Static quantization: every
-    convolution, its activation and each residual sum run on uint8 values (int8 weights, one
-    scale per output channel), in ranges measured on `pixels`, the calibration photos. Without VNNI, int8
-    products go through an instruction that can overflow at the full 8 bits, so the weights keep
-    7 (`reduce_range`); the head and the unknown-photo check stay in float32."""
+    """The ONNX model at `path` (to be named `name`) rewritten to compute in int8.
+
+    Static quantization: every convolution, its activation and each residual sum run on uint8
+    values (int8 weights, one scale per output channel) in ranges measured on `pixels`, the
+    calibration photos, so values stay 8-bit from layer to layer. Without VNNI, int8 products go
+    through an instruction that can overflow at the full 8 bits, so the weights keep 7
+    (`reduce_range`). The head and the unknown-photo check stay in float32."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
