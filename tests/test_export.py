@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import pawnet
+from pawnet import imagenet
 from pawnet.loader import DEFAULT_MODEL
 from pawnet.onnx_export import _batch_axis_is_dynamic
 
@@ -22,13 +23,41 @@ def exported(trained_model, tmp_path_factory):
     return out, report
 
 
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory) -> dict:
+    """A run folder of each architecture: one epoch at 64 px on 12 photos."""
+    root = tmp_path_factory.mktemp("tiny")
+    data = make_dataset(root / "d", n=6)
+    archs = ("small", "efficientnet_lite0")
+    return {a: pawnet.train(data, arch=a, epochs=1, img_size=64, out=root / a, log=lambda *_: None).path for a in archs}
+
+
 @pytest.mark.parametrize("arch", ["small", "efficientnet_lite0"])
-def test_every_architecture_exports_with_parity(tmp_path, arch):
-    data = make_dataset(tmp_path / "d", n=6)
-    clf = pawnet.train(data, arch=arch, epochs=1, img_size=64, out=tmp_path / "run", log=lambda *_: None)
-    report = pawnet.export(clf.path, tmp_path / "m.onnx", log=lambda *_: None)
+def test_every_architecture_exports_with_parity(tiny_runs, tmp_path, arch):
+    report = pawnet.export(tiny_runs[arch], tmp_path / "m.onnx", log=lambda *_: None)
     assert report["max_probability_difference"] < 1e-4
     assert _batch_axis_is_dynamic(tmp_path / "m.onnx")
+
+
+def test_onnx_gives_the_same_verdicts_where_a_class_stands_for_an_imagenet_group(tiny_runs, tmp_path):
+    clf = pawnet.load(tiny_runs["efficientnet_lite0"], engine="torch")  # its own copy, changed below
+    kinds = ("horizontal", "vertical", "disc")
+    pixels = np.stack(
+        [pattern(kinds[i % 3], 64, seed=i) for i in range(12)]
+        + [np.full((64, 64, 3), 40 * i, np.uint8) for i in range(6)]
+    )
+    out = clf.outputs(pixels)
+    # Every photo too far out by its score, and those the body sees as the first one does in the group.
+    clf.threshold = clf.check.threshold = clf.config["unknown"]["threshold"] = float(out.scores.min()) / 2
+    clf.check.also_known = np.zeros(imagenet.N_CLASSES, bool)
+    clf.check.also_known[out.looks_like[0]] = True
+    expected = out.looks_like == out.looks_like[0]
+    assert 0 < expected.sum() < len(expected)
+    report = pawnet.export(clf, tmp_path / "m.onnx", log=lambda *_: None)
+    assert report["max_probability_difference"] < 1e-4
+    onnx = pawnet.load(tmp_path / "m.onnx")
+    np.testing.assert_array_equal(clf.known(clf.outputs(pixels)), expected)
+    np.testing.assert_array_equal(onnx.known(onnx.outputs(pixels)), expected)
 
 
 def test_seed_export_parity_and_dynamic_batch(exported, trained_model):

@@ -98,30 +98,6 @@ def test_a_photo_the_body_sees_as_one_of_a_widened_group_is_known(tmp_path):
         UnknownCheck.load(tmp_path / "bad.safetensors", check.threshold)
 
 
-def test_onnx_gives_the_same_verdicts_where_a_class_stands_for_an_imagenet_group(tmp_path):
-    data = make_dataset(tmp_path / "d", n=6)
-    clf = pawnet.train(
-        data, arch="efficientnet_lite0", epochs=1, img_size=64, out=tmp_path / "run", log=lambda *_: None
-    )
-    kinds = ("horizontal", "vertical", "disc")
-    pixels = np.stack(
-        [pattern(kinds[i % 3], 64, seed=i) for i in range(12)]
-        + [np.full((64, 64, 3), 40 * i, np.uint8) for i in range(6)]
-    )
-    out = clf.outputs(pixels)
-    # Every photo too far out by its score, and those the body sees as the first one does in the group.
-    clf.threshold = clf.check.threshold = clf.config["unknown"]["threshold"] = float(out.scores.min()) / 2
-    clf.check.also_known = np.zeros(imagenet.N_CLASSES, bool)
-    clf.check.also_known[out.looks_like[0]] = True
-    expected = out.looks_like == out.looks_like[0]
-    assert 0 < expected.sum() < len(expected)
-    report = pawnet.export(clf, tmp_path / "m.onnx", log=lambda *_: None)
-    assert report["max_probability_difference"] < 1e-4
-    onnx = pawnet.load(tmp_path / "m.onnx")
-    np.testing.assert_array_equal(clf.known(clf.outputs(pixels)), expected)
-    np.testing.assert_array_equal(onnx.known(onnx.outputs(pixels)), expected)
-
-
 def test_vectors_and_outputs_of_many_photos_are_each_photos_own(stripes):
     clf = pawnet.load(stripes / "run", engine="torch")
     pixels = np.random.default_rng(2).integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)  # two batches at 32 px
