@@ -75,7 +75,7 @@ def export(model_dir, out=None, quantize: bool = False, check=None, calibrate=No
             "--quantize needs --calibrate PHOTOS: a folder of photos like the model's (a few hundred of its "
             "training photos will do) to set the range of each layer's values in int8"
         )
-    if calibrate is not None and not Path(calibrate).is_dir():
+    if quantize and not Path(calibrate).is_dir():
         raise UserError(f"{calibrate}: no such folder of photos (--calibrate)")
     clf = model_dir if isinstance(model_dir, Classifier) else Classifier.load(resolve(model_dir))
     calibration = _calibration_pixels(calibrate, clf.preprocessing) if quantize else None
