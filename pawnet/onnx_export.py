@@ -246,12 +246,10 @@ def _quantize(path: Path, name: Path, clf: Classifier, pixels: np.ndarray, check
             start = next(self.batches, None)
             return None if start is None else {INPUT: as_input(pixels[start : start + 8])}
 
-    float_path, prepared = path.with_name(path.stem + ".fp32.onnx"), path.with_name(path.stem + ".prepared.onnx")
-    _without_weight_shapes(path, float_path)
-    path.unlink()
+    prepared = path.with_name(path.stem + ".prepared.onnx")
     try:
         with _exporter_quiet():
-            quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+            quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
             quantize_static(
                 str(prepared),
                 str(path),
@@ -264,7 +262,6 @@ def _quantize(path: Path, name: Path, clf: Classifier, pixels: np.ndarray, check
                 reduce_range=True,
             )
     finally:
-        float_path.unlink(missing_ok=True)
         prepared.unlink(missing_ok=True)
     report = {"quantized": True, "bytes": path.stat().st_size, "calibration_images": len(pixels)}
     log(f"quantized to int8, its ranges from {len(pixels)} photos: {name} ({path.stat().st_size / 1e6:.2f} MB)")
@@ -290,17 +287,3 @@ def _calibration_pixels(folder, prep) -> np.ndarray:
     if len(decoded.ok) == 0:
         raise UserError(f"{folder}: holds no readable images (--calibrate)")
     return decoded.pixels
-
-
-def _without_weight_shapes(path: Path, out: Path) -> None:
-    """The model with no shape annotations on its weights. The exporter annotates them, and
-    onnxruntime's quantizer (1.30, for one) transposes a Gemm's weight without updating its
-    annotation, then fails its own shape check on the mismatch. The shapes are in the weights."""
-    import onnx
-
-    model = onnx.load(str(path))
-    weights = {w.name for w in model.graph.initializer}
-    kept = [v for v in model.graph.value_info if v.name not in weights]
-    del model.graph.value_info[:]
-    model.graph.value_info.extend(kept)
-    onnx.save(model, str(out))
