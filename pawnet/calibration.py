@@ -28,8 +28,11 @@ def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, binary: bool) -> float:
-    """The T that minimises the log loss of softmax(logits / T): a search over log T, which
-    the loss is smooth and (for one scalar) unimodal in."""
+    """The T that minimises the log loss of softmax(logits / T), but no smaller than the T that
+    makes the mean confidence (n + 1) / (n + 2): n validation photos all labelled right do not show
+    that the model is never wrong (Laplace's rule of succession), and their log loss alone would
+    keep falling as T shrinks, every probability toward 1. Searches over log T, which the loss is
+    smooth and (for one scalar) unimodal in, and the mean confidence falls with."""
     labels = np.asarray(labels)
     lo, hi = np.log(0.05), np.log(20.0)
     golden = (np.sqrt(5) - 1) / 2
@@ -41,7 +44,15 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, binary: bool) -> flo
             hi = b
         else:
             lo = a
-    return float(np.exp((lo + hi) / 2))
+    fitted = (lo + hi) / 2
+    most = (len(labels) + 1) / (len(labels) + 2)
+    if softmax(logits / np.exp(fitted), binary).max(1).mean() <= most:
+        return float(np.exp(fitted))
+    lo, hi = fitted, np.log(20.0)
+    for _ in range(60):
+        middle = (lo + hi) / 2
+        lo, hi = (middle, hi) if softmax(logits / np.exp(middle), binary).max(1).mean() > most else (lo, middle)
+    return float(np.exp(hi))
 
 
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> list[dict]:

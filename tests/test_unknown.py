@@ -130,6 +130,24 @@ def test_temperature_scaling_lowers_the_ece_of_an_overconfident_model():
     assert after < 0.03
 
 
+@pytest.mark.parametrize("binary", [False, True])
+def test_a_validation_set_without_one_mistake_does_not_make_every_probability_one(binary):
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 300)
+    # Every photo on the right side, by a margin: the log loss alone falls for ever as T shrinks.
+    margin = np.where(labels == 1, 1.0, -1.0) * rng.uniform(0.5, 3, 300)
+    logits = margin[:, None] if binary else np.stack([-margin, margin], 1) / 2
+    t = calibration.fit_temperature(logits, labels, binary)
+    confidence = calibration.softmax(logits / t, binary).max(1)
+    assert confidence.mean() == pytest.approx(301 / 302, abs=1e-6)
+    assert confidence.min() < 0.99
+    # With a mistake among them the log loss has its own minimum, and that is the temperature.
+    labels[0] = 1 - labels[0]
+    t = calibration.fit_temperature(logits, labels, binary)
+    losses = [calibration.log_loss(calibration.softmax(logits / (t * f), binary), labels) for f in (0.95, 1, 1.05)]
+    assert losses[1] < min(losses[0], losses[2])
+
+
 def test_ece_of_a_calibrated_model_is_near_zero_and_of_a_sure_wrong_one_is_one():
     rng = np.random.default_rng(1)
     p = rng.uniform(0.5, 1, 20000)
