@@ -79,15 +79,28 @@ def _running(pid: int) -> bool:
 
 
 def make_parent(path) -> Path:
-    """Make the folder an output file goes into (with its parents), before the work that fills
-    it starts; a folder that cannot be made is a UserError then, not a crash at the end."""
+    """Make the folder an output file goes into (with its parents) and check that a file can be
+    written there, before the work that fills it starts: a folder that cannot be made or written
+    is a UserError then, not a crash at the end. A link is followed: the file it names is written."""
+    if str(path).endswith(("/", os.sep)):
+        raise UserError(f"{path}: names a folder; name the file to write")
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
     if path.is_dir():
         raise UserError(f"{path}: is a folder; name the file to write")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path}: not a regular file; name the file to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         blocker = next((p for p in [path.parent, *path.parent.parents] if p.exists() and not p.is_dir()), None)
         why = f"{blocker} is a file" if blocker else (e.strerror or type(e).__name__)
         raise UserError(f"{path.parent}: cannot make the folder ({why})") from None
+    probe = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # the name `replacing` writes
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{path.parent}: cannot write there ({e.strerror or type(e).__name__})") from None
     return path

@@ -296,6 +296,7 @@ def _evaluate(args) -> int:
         print(
             f"{result['unknown_data']}: {result['unknown_called_unknown']:.2%} of {result['unknown_n_images']} "
             f"photos called unknown; AUROC {result['unknown_auroc']:.4f}"
+            + (f" ({result['unknown_n_skipped']} unreadable, skipped)" if result["unknown_n_skipped"] else "")
         )
     width = max(len(c) for c in result["classes"]) + 2
     print(f"\n{'class':<{width}}precision  recall  f1      support")
@@ -393,6 +394,11 @@ def _export(args) -> int:
     from .onnx_export import export
 
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    # Only a file named .onnx: a slip of the finger must not write over a model's config or weights.
+    if args.out is not None and Path(args.out).suffix != ".onnx" and not Path(args.out).is_dir():
+        raise UserError(f"{args.out}: an ONNX model's file name ends in .onnx")
+    if not args.quantize and (args.calibrate or args.check):
+        print("note: --calibrate and --check are for --quantize; exporting float32 without them", file=sys.stderr)
     report = export(args.model, args.out, args.quantize, args.check, args.calibrate, log)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -558,6 +564,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print("pawnet: interrupted" + (f"; {e}" if isinstance(e, Interrupted) else ""), file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Whoever read the output (`| head`) has what they wanted; the rest goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # a bug, not a user mistake: say so in one line unless asked for more
         if os.environ.get("PAWNET_DEBUG"):
             traceback.print_exc()

@@ -219,6 +219,20 @@ def train_val_split(data, val=None, val_fraction: float = 0.2, seed: int = 0) ->
     )
 
 
+def photo_folder(path, option: str) -> list[Path]:
+    """The images under a folder given with `option` (such as --unknown), before any work
+    starts: a missing folder, a file, or a folder with no images is one line."""
+    folder = Path(path)
+    if not folder.exists():
+        raise UserError(f"{folder}: no such folder of photos ({option})")
+    if not folder.is_dir():
+        raise UserError(f"{folder}: a file, not a folder of photos ({option})")
+    files = _images_under(folder)
+    if not files:
+        raise UserError(f"{folder}: holds no images ({option})")
+    return files
+
+
 def collect_images(paths) -> list[Path]:
     """Files and folders (searched recursively for images) as one list, for `predict`.
 

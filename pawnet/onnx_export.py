@@ -14,7 +14,7 @@ import torch
 from .atomic import make_parent, replacing
 from .cache import decode
 from .classifier import Classifier
-from .data import collect_images
+from .data import evaluation_folder, photo_folder, read_folder
 from .errors import UserError
 from .models import probabilities
 from .onnx_model import CONFIG_KEY, INPUT, LOOKS_LIKE, OUTPUT, SCORE, OnnxClassifier, as_input
@@ -75,22 +75,24 @@ def export(model_dir, out=None, quantize: bool = False, check=None, calibrate=No
             "--quantize needs --calibrate PHOTOS: a folder of photos like the model's (a few hundred of its "
             "training photos will do) to set the range of each layer's values in int8"
         )
-    if quantize and not Path(calibrate).is_dir():
-        raise UserError(f"{calibrate}: no such folder of photos (--calibrate)")
+    calibration_files = photo_folder(calibrate, "--calibrate") if quantize else None
     clf = model_dir if isinstance(model_dir, Classifier) else Classifier.load(resolve(model_dir))
-    calibration = _calibration_pixels(calibrate, clf.preprocessing) if quantize else None
+    if quantize and check is not None:
+        read_folder(evaluation_folder(check), classes=clf.classes)  # a wrong folder fails now, not after the export
     out = make_parent(output_path(clf.path, out, quantize))
+    calibration = _calibration_pixels(calibrate, calibration_files, clf.preprocessing, log) if quantize else None
     # Written beside `out` and put in place once checked: an export that fails or is stopped leaves
     # whatever file was there before.
     with replacing(out) as written:
-        report = _checked_export(clf, written, out, log)
+        report = _checked_export(clf, written, out, log, "float32 graph " if quantize else "")
         if quantize:
             report.update(_quantize(written, out, clf, calibration, check, log))
     return report
 
 
-def _checked_export(clf: Classifier, path: Path, name: Path, log) -> dict:
-    """`clf` as ONNX at `path` (to be named `name`), checked against PyTorch."""
+def _checked_export(clf: Classifier, path: Path, name: Path, log, what: str = "") -> dict:
+    """`clf` as ONNX at `path` (to be named `name`), checked against PyTorch; the log line says
+    `what` was exported."""
     size = clf.preprocessing.size
     wrapper = _Exported(clf).eval()
     _write_onnx(wrapper, torch.rand(2, 3, size, size) * 255, wrapper.outputs(), path)
@@ -106,7 +108,7 @@ def _checked_export(clf: Classifier, path: Path, name: Path, log) -> dict:
         worst = max(worst, _difference(exported.outputs(pixels), clf.outputs(pixels)))
     report = {"onnx": str(name), "max_probability_difference": worst, "bytes": path.stat().st_size}
     log(
-        f"exported {name} ({path.stat().st_size / 1e6:.2f} MB); largest difference from PyTorch in probabilities"
+        f"exported {what}{name} ({path.stat().st_size / 1e6:.2f} MB); largest difference from PyTorch in probabilities"
         f"{' and unknown scores' if clf.check else ''} on batches of 1 and 7: {worst:.2e}"
     )
     if worst >= PARITY_TOLERANCE:
@@ -117,17 +119,34 @@ def _checked_export(clf: Classifier, path: Path, name: Path, log) -> dict:
 def _write_onnx(module: torch.nn.Module, example: torch.Tensor, outputs: list[str], path: Path) -> None:
     """`module`, which takes a batch of pixels, as ONNX at `path`, its batch axis dynamic."""
     with _exporter_quiet():
-        program = torch.onnx.export(
-            module,
-            (example,),
-            dynamo=True,
-            verbose=False,
-            input_names=[INPUT],
-            output_names=outputs,
-            dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=4096)}},
-        )
+        try:
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                verbose=False,
+                input_names=[INPUT],
+                output_names=outputs,
+                dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=4096)}},
+            )
+        except Exception as e:
+            # The exporter reports a Ctrl-C inside it as its own failure; it is a Ctrl-C.
+            if _caused_by(e, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
+            raise
         program.optimize()
         program.save(str(path))
+
+
+def _caused_by(error: BaseException, kind: type) -> bool:
+    """Whether `error`, or an exception it was raised from or during, is a `kind`."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _difference(a, b) -> float:
@@ -278,12 +297,22 @@ def _quantize(path: Path, name: Path, clf: Classifier, pixels: np.ndarray, check
 CALIBRATION_PHOTOS = 256  # the calibration runs the float32 network on every one of them
 
 
-def _calibration_pixels(folder, prep) -> np.ndarray:
-    """Up to CALIBRATION_PHOTOS readable photos of `folder`, evenly spaced through its sorted
-    files so that every class folder has its share."""
-    files = collect_images([Path(folder)])
-    files = files[:: max(1, len(files) // CALIBRATION_PHOTOS)][:CALIBRATION_PHOTOS]
-    decoded = decode(files, prep, desc="calibrating")
-    if len(decoded.ok) == 0:
+def _calibration_pixels(folder, files: list[Path], prep, log) -> np.ndarray:
+    """Up to CALIBRATION_PHOTOS readable photos of `folder`'s `files`: evenly spaced through them,
+    so that every class folder has its share, and where some cannot be read, the others after."""
+    spaced = files[:: max(1, len(files) // CALIBRATION_PHOTOS)][:CALIBRATION_PHOTOS]
+    taken = set(spaced)
+    order = spaced + [f for f in files if f not in taken]
+    pixels, skipped = [], 0
+    for start in range(0, len(order), CALIBRATION_PHOTOS):
+        decoded = decode(order[start : start + CALIBRATION_PHOTOS], prep, desc="calibrating")
+        pixels.append(decoded.pixels)
+        skipped += len(decoded.errors)
+        if sum(map(len, pixels)) >= CALIBRATION_PHOTOS:
+            break
+    pixels = np.concatenate(pixels)[:CALIBRATION_PHOTOS]
+    if len(pixels) == 0:
         raise UserError(f"{folder}: holds no readable images (--calibrate)")
-    return decoded.pixels
+    if skipped:
+        log(f"{folder}: {skipped} files that are not readable images left out of the calibration")
+    return pixels

@@ -17,7 +17,7 @@ from PIL import Image
 from . import calibration, imagenet, metrics
 from .atomic import make_parent
 from .cache import cached_decode, decoded_chunks
-from .data import Labelled, collect_images, evaluation_folder, read_folder
+from .data import Labelled, collect_images, evaluation_folder, photo_folder, read_folder
 from .errors import UserError
 from .images import Preprocessing
 from .unknown import auroc
@@ -165,15 +165,18 @@ class Predictor:
         unknown-photo check tells those from the folder's."""
         if report is not None and not self.explainable:
             raise UserError(f"{type(self).__name__} cannot write reports (they need Grad-CAM); use the model directory")
-        if unknown is not None and not Path(unknown).is_dir():
-            raise UserError(f"{unknown}: no such folder of photos of none of the classes (--unknown)")
+        if unknown is not None and not self.checks_unknown:
+            raise UserError(
+                f"{self.path}: this model has no unknown-photo check (trained before pawnet had one); retrain it"
+            )
+        unknown_files = None if unknown is None else photo_folder(unknown, "--unknown")
         if report is not None:
             make_parent(report)
         where = evaluation_folder(folder)
         result, outcome = self.evaluate_set(read_folder(where, classes=self.classes), tta, use_cache)
         result = {"data": str(where), **result}
         if unknown is not None:
-            result.update(self._against_unknown(outcome, Path(unknown), tta, use_cache))
+            result.update(self._against_unknown(outcome, Path(unknown), unknown_files, tta, use_cache))
         if report is not None:
             from .report import write_report
 
@@ -208,13 +211,8 @@ class Predictor:
         outcome = Outcome([data.files[i] for i in decoded.ok], decoded.pixels, labels, probs, losses, out.scores)
         return result, outcome
 
-    def _against_unknown(self, outcome: Outcome, folder: Path, tta: bool, use_cache: bool) -> dict:
+    def _against_unknown(self, outcome: Outcome, folder: Path, files: list[Path], tta: bool, use_cache: bool) -> dict:
         """`evaluate --unknown`: the check on photos of none of the classes, beside the labelled ones."""
-        if not self.checks_unknown or outcome.scores is None:
-            raise UserError(
-                f"{self.path}: this model has no unknown-photo check (trained before pawnet had one); retrain it"
-            )
-        files = collect_images([folder])
         decoded = cached_decode(files, self.preprocessing, desc="reading unknown photos", use_cache=use_cache)
         if len(decoded.ok) == 0:
             raise UserError(f"{folder}: holds no readable images (--unknown)")
@@ -222,6 +220,8 @@ class Predictor:
         return {
             "unknown_data": str(folder),
             "unknown_n_images": int(len(scores)),
+            "unknown_n_skipped": len(decoded.errors),
+            "unknown_skipped": decoded.skipped(files),
             "unknown_auroc": auroc(outcome.scores, scores),
             "unknown_called_unknown": float((scores > self.threshold).mean()),
             "data_called_unknown": float((outcome.scores > self.threshold).mean()),

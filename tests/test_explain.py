@@ -172,8 +172,19 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_the_work(trained
         (lambda m, img, t: ["explain", m, img, "--out", t / "noext"], "explain draws a PNG; name the file .png"),
         (lambda m, img, t: ["export", m, "--out", t], "is a folder; name the file to write"),
         (lambda m, img, t: ["evaluate", m, m.parent / "data", "--report", t], "is a folder; name the file to write"),
+        (
+            lambda m, img, t: ["evaluate", m, m.parent / "data", "--report", f"{t}/new/"],
+            "names a folder; name the file",
+        ),
     ],
-    ids=["explain-into-a-folder", "explain-txt", "explain-no-extension", "export-into-a-folder", "report-a-folder"],
+    ids=[
+        "explain-into-a-folder",
+        "explain-txt",
+        "explain-no-extension",
+        "export-into-a-folder",
+        "report-a-folder",
+        "report-a-new-folder",
+    ],
 )
 def test_an_output_that_cannot_be_written_is_one_line_before_the_work(trained_model, tmp_path, command, message):
     img = tmp_path / "img.png"

@@ -1,11 +1,13 @@
 """ONNX export with parity, prediction without PyTorch, int8, and the default model."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import pawnet
@@ -140,6 +142,85 @@ def test_int8_without_photos_to_calibrate_on_is_one_line(trained_model, tmp_path
     result = run_cli("export", trained_model, "--out", tmp_path / "q.onnx", "--quantize", *extra)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("MODEL/config.json", "file name ends in .onnx"),
+        ("MODEL/model.safetensors", "file name ends in .onnx"),
+        ("TMP/noext", "file name ends in .onnx"),
+        ("TMP/newdir/", "file name ends in .onnx"),
+        ("TMP/fifo.onnx", "not a regular file"),
+        pytest.param(
+            "/proc/m.onnx",
+            "/proc: cannot write there",
+            marks=pytest.mark.skipif(
+                not Path("/proc/self").is_dir(), reason="Linux's /proc is a folder no file goes in"
+            ),
+        ),
+    ],
+)
+def test_export_writes_only_an_onnx_file_where_it_can(trained_model, tmp_path, out, message):
+    os.mkfifo(tmp_path / "fifo.onnx")
+    before = {p.name: p.read_bytes() for p in trained_model.iterdir() if p.is_file()}
+    out = out.replace("MODEL", str(trained_model)).replace("TMP", str(tmp_path))
+    result = run_cli("export", trained_model, "--out", out)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    assert {p.name: p.read_bytes() for p in trained_model.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.onnx"]
+
+
+def test_export_follows_a_link_to_the_file_it_names(trained_model, tmp_path):
+    (tmp_path / "real.onnx").write_bytes(b"an earlier export")
+    (tmp_path / "link.onnx").symlink_to(tmp_path / "real.onnx")
+    pawnet.export(trained_model, tmp_path / "link.onnx", log=lambda *_: None)
+    assert (tmp_path / "link.onnx").is_symlink() and pawnet.load(tmp_path / "link.onnx").classes
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--check", "nowhere"], "nowhere: no such folder"),
+        (["--check", "DATA/horizontal/0.png"], "not a folder"),
+        (["--calibrate", "DATA/horizontal/0.png"], "a file, not a folder of photos (--calibrate)"),
+    ],
+)
+def test_int8_export_refuses_a_wrong_folder_before_exporting(trained_model, tmp_path, extra, message):
+    data = trained_model.parent / "data"
+    photo = next((data / "test_set" / "horizontal").iterdir()) if (data / "test_set").is_dir() else None
+    extra = [e.replace("DATA/horizontal/0.png", str(photo)) for e in extra]
+    calibrate = [] if "--calibrate" in extra else ["--calibrate", data]
+    result = run_cli("export", trained_model, "--out", tmp_path / "q.onnx", "--quantize", *calibrate, *extra)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == "" and not (tmp_path / "q.onnx").exists()
+
+
+def test_int8_calibration_reads_past_files_it_cannot_read_and_says_so(trained_model, tmp_path):
+    folder = tmp_path / "calibrate"
+    folder.mkdir()
+    for i in range(300):
+        (folder / f"a{i:03}.jpg").write_bytes(b"not a photo")
+    for i in range(3):
+        Image.fromarray(pattern("vertical", 32, seed=i)).save(folder / f"z{i}.png")
+    said = []
+    report = pawnet.export(trained_model, tmp_path / "q.onnx", quantize=True, calibrate=folder, log=said.append)
+    assert report["calibration_images"] == 3
+    assert any("300 files that are not readable images left out of the calibration" in line for line in said)
+
+
+def test_ctrl_c_inside_the_exporter_is_a_ctrl_c(trained_model, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:  # as torch.onnx.export wraps it
+            raise RuntimeError("Failed to export the model with torch.export") from e
+
+    monkeypatch.setattr(torch.onnx, "export", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pawnet.export(trained_model, tmp_path / "m.onnx", log=lambda *_: None)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_export_stopped_halfway_leaves_the_file_there_was(trained_model, tmp_path, monkeypatch):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -201,6 +203,32 @@ def test_evaluate_reports_ece_log_loss_and_with_unknown_how_well_it_tells_them_a
     r = run_cli("evaluate", stripes / "run", stripes / "data", "--unknown", stripes / "nowhere")
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "nowhere: no such folder" in r.stderr
+
+
+def test_evaluate_unknown_refuses_a_wrong_folder_before_the_work_and_counts_what_it_skips(stripes, tmp_path):
+    (tmp_path / "empty").mkdir()
+    photo = sorted((stripes / "discs").iterdir())[0]
+    for folder, message in ((tmp_path / "empty", "holds no images (--unknown)"), (photo, "a file, not a folder")):
+        r = run_cli("evaluate", stripes / "run", stripes / "data", "--unknown", folder)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert r.stdout == ""
+    mixed = tmp_path / "mixed"
+    shutil.copytree(stripes / "discs", mixed)
+    (mixed / "broken.jpg").write_bytes(b"not a photo")
+    r = run_cli("evaluate", stripes / "run", stripes / "data", "--unknown", mixed, "--json")
+    result = read_json(r.stdout)
+    assert result["unknown_n_images"] == len(list((stripes / "discs").iterdir()))
+    assert result["unknown_n_skipped"] == 1 and next(iter(result["unknown_skipped"])).endswith("broken.jpg")
+    r = run_cli("evaluate", stripes / "run", stripes / "data", "--unknown", mixed)
+    assert "(1 unreadable, skipped)" in r.stdout
+
+
+def test_output_cut_short_by_its_reader_is_not_an_error(stripes):
+    command = [sys.executable, "-m", "pawnet", "evaluate", str(stripes / "run"), str(stripes / "data"), "--json"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+        p.stdout.close()  # as `| head` does once it has its lines
+        err = p.stderr.read().decode()
+    assert p.returncode == 0 and err.count("error") == 0, err
 
 
 def test_onnx_gives_the_same_verdicts_and_calibrated_probabilities(stripes, tmp_path):
