@@ -247,7 +247,7 @@ def _train(args) -> int:
     from .settings import RunSettings
     from .training import resume, train
 
-    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    log = _carry_on_unread(sys.stderr if args.json else sys.stdout)
     # Settings left out take the architecture's defaults (and --resume refuses any given).
     given = {name: getattr(args, name) for name in RunSettings.names() if getattr(args, name) is not None}
     if args.resume:
@@ -267,6 +267,19 @@ def _train(args) -> int:
 
 
 FLAGS = {"data": "DATA", "use_cache": "--no-cache"}
+
+
+def _carry_on_unread(stream):
+    """A log of training's progress that, once nobody reads it (`| head` has its lines), goes on
+    into nothing: the training does not stop for it."""
+
+    def log(message: str) -> None:
+        try:
+            print(message, file=stream, flush=True)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+    return log
 
 
 def _evaluate(args) -> int:
@@ -565,9 +578,10 @@ def main(argv: list[str] | None = None) -> int:
         print("pawnet: interrupted" + (f"; {e}" if isinstance(e, Interrupted) else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # Whoever read the output (`| head`) has what they wanted; the rest goes nowhere.
+        # Whoever read the output (`| head`) has what they wanted; the rest goes nowhere. Training
+        # stopped that way (its progress bar's reader gone too) has not finished: --resume goes on.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return 1 if args.command == "train" else 0
     except Exception as e:  # a bug, not a user mistake: say so in one line unless asked for more
         if os.environ.get("PAWNET_DEBUG"):
             traceback.print_exc()

@@ -21,6 +21,7 @@ need it: reading a folder's config stays cheap for an ONNX-only installation.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import json
@@ -71,6 +72,8 @@ class RunDir:
         self.report = self.path / "report.html"
         self.lock_file = self.path / self.LOCK
         self._lock_fd: int | None = None
+        self.made = False  # whether `create` made the folder
+        self.begun = False  # whether this process wrote the settings of a new run in it
 
     @classmethod
     def is_run(cls, path) -> bool:
@@ -116,9 +119,22 @@ class RunDir:
     def create(self) -> None:
         """Make the folder, claim it for this process (`lock`), and clear the temporary files of
         a process killed while writing."""
+        self.made = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self.lock()
         remove_leftovers(self.path)
+
+    def discard(self) -> None:
+        """Undo `create` and `write_settings`, for a new run refused before it trained anything:
+        the same command can then be given again."""
+        if not self.begun:
+            return
+        self.config.unlink(missing_ok=True)
+        self.unlock()
+        self.lock_file.unlink(missing_ok=True)
+        if self.made:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
 
     @property
     def locked(self) -> bool:
@@ -137,6 +153,7 @@ class RunDir:
         """The run's settings alone: written before anything slow, so that a run killed from
         then on can be resumed."""
         self.write_config({"format_version": FORMAT_VERSION, "pawnet_version": __version__, "run": settings})
+        self.begun = True
 
     def write_config(self, config: dict) -> None:
         write_json(self.config, config)

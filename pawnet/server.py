@@ -26,7 +26,8 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.responses import HTMLResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
@@ -284,7 +285,7 @@ class _Guard:
         if scope["method"] == "POST" and path in ("/predict", "/explain"):
             kind = headers.get(b"content-type", b"").decode("latin-1")
             if not kind.startswith("multipart/form-data"):
-                return 415, f"send the images as multipart/form-data, not {kind or 'no content type'}"
+                return 415, "send the images as multipart/form-data" + (f", not {kind}" if kind else "")
             length = headers.get(b"content-length", b"").decode("latin-1")
             if length.isdigit() and int(length) > self.largest_request:
                 return 413, self.too_large(int(length))
@@ -390,6 +391,7 @@ def create_app(
         hosts=allowed_hosts(host, allow_hosts),
         largest_request=int(request_mb * MB) + 1024 * max_files,
     )
+    app.exception_handler(RequestValidationError)(_plain_validation_error)
     app.get("/", response_class=HTMLResponse, include_in_schema=False)(api.page)
     app.get("/health")(api.health)
     app.get("/model")(api.model_info)
@@ -411,6 +413,18 @@ def create_app(
         },
     )(api.explain)
     return app
+
+
+async def _plain_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    """FastAPI's list of what a request lacked, said in one sentence as the other refusals are."""
+    said = []
+    for e in error.errors():
+        where, name = e["loc"][0], e["loc"][-1]
+        if where == "body" and e["type"] == "missing":
+            said.append(f"send the image{'s' if name == 'files' else ''} in the multipart field {name!r}")
+        else:
+            said.append(f"{name}: {e['msg']}")
+    return JSONResponse({"detail": "; ".join(said)}, status_code=422)
 
 
 def _explain_png(predictor, pixels, photo):

@@ -94,6 +94,8 @@ def train(data, *, out=None, device: str = "auto", log=print, **settings) -> Cla
     """
     run_settings = RunSettings(data=data, **settings)
     folder = RunDir(out) if out else _next_run_dir()
+    if folder.path.exists() and not folder.path.is_dir():
+        raise UserError(f"{folder.path}: is a file; --out names the folder to write the run into")
     _refuse_inside_data(folder, run_settings)
     if distributed.from_environment().leader:  # the others would see the leader's own lock
         folder.refuse_if_in_use()
@@ -178,6 +180,12 @@ def _train(settings: RunSettings, folder: RunDir, device, group, log, resume: bo
         _restore(run, _model_card(run))
         _epochs(run)
         return _finish(run)
+    except UserError:
+        # Refused before it trained anything (its photos could not be read, say): nothing of it is
+        # kept, so that the same command, once the photos are mended, is not refused.
+        if run.folder.locked and not run.folder.checkpoint.exists():
+            run.folder.discard()
+        raise
     except KeyboardInterrupt:
         if run.folder.locked and run.folder.config.is_file():  # this process's run, and it can be resumed
             raise Interrupted(f"continue with pawnet train --resume {run.folder.path}") from None

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
+
+from pawnet.rundir import RunDir
 
 from conftest import make_dataset, run_cli
 
@@ -42,6 +46,7 @@ def _only_unreadable(tmp_path):
         (lambda m, t: ["train", make_dataset(t / "d", n=3), "--out", m], "already holds files"),
         (lambda m, t: ["train", make_dataset(t / "d", n=3), "--out", t / "d" / "vertical" / "run"], "inside DATA"),
         (lambda m, t: ["train", make_dataset(t / "d", n=3), "--epochs", "0"], "at least 1"),
+        (lambda m, t: ["train", make_dataset(t / "d", n=3), "--out", _only_unreadable(t)], "is a file; --out names"),
         (lambda m, t: ["evaluate", t, m.parent / "data"], "not a pawnet model directory"),
         (lambda m, t: ["evaluate", t / "nope", m.parent / "data"], "no such model directory"),
         (lambda m, t: ["predict", _newer_model(m, t), t], "made by a newer pawnet"),
@@ -58,6 +63,7 @@ def _only_unreadable(tmp_path):
         "train-out-exists",
         "train-out-inside-data",
         "train-zero-epochs",
+        "train-out-a-file",
         "not-a-model-directory",
         "missing-model",
         "newer-pawnet-model",
@@ -73,6 +79,29 @@ def test_user_mistakes_exit_2_with_one_line(trained_model, tmp_path, args, messa
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_run_refused_for_its_photos_leaves_nothing_and_the_same_command_then_trains(tmp_path):
+    data = make_dataset(tmp_path / "d", n=6, size=32)
+    for photo in (data / "vertical").iterdir():
+        photo.write_bytes(b"not a photo")
+    command = ["train", data, "--out", tmp_path / "run", "--epochs", "1", "--img-size", "32"]
+    result = run_cli(*command)
+    assert result.returncode == 2 and "vertical has no readable training images" in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
+    make_dataset(tmp_path / "d", n=6, size=32)  # the photos mended
+    result = run_cli(*command)
+    assert result.returncode == 0, result.stderr
+
+
+def test_training_whose_output_nobody_reads_goes_on_to_the_end(tmp_path):
+    data = make_dataset(tmp_path / "d", n=6, size=32)
+    command = [sys.executable, "-m", "pawnet", "train", str(data), "--out", str(tmp_path / "run"), "--epochs", "2"]
+    with subprocess.Popen([*command, "--img-size", "32"], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+        p.stdout.close()  # as `| head` does once it has its lines
+        err = p.stderr.read().decode()
+    assert p.returncode == 0, err
+    assert RunDir(tmp_path / "run").weights.is_file()
 
 
 def test_console_script_entry_and_version():

@@ -148,7 +148,10 @@ def test_bad_input_is_a_4xx_with_json_and_the_server_lives_on(server, endpoint, 
             request["files"] = [("file", f) for _, f in BAD[case]["files"]]
     r = httpx.post(server.url + endpoint, timeout=30, **request)
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
-    assert "detail" in r.json()
+    assert isinstance(r.json()["detail"], str)  # a sentence, as a person reads it
+    if case == "missing field":
+        field = "file" if endpoint == "/explain" else "files"
+        assert r.json()["detail"] == f"send the image{'s' * (field == 'files')} in the multipart field '{field}'"
     assert httpx.get(server.url + "/health").status_code == 200
     assert server.process.poll() is None
 
