@@ -105,8 +105,9 @@ def overlay(pixels: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     return (pixels * 0.55 + colour * 0.45).astype(np.uint8)
 
 
-def seed_steps(model: SeedNet, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """Each of the tutorial's steps for one photo, with this model's learned weights.
+def seed_steps(model: SeedNet, pixels: np.ndarray, temperature: float = 1.0) -> dict[str, np.ndarray]:
+    """Each of the tutorial's steps for one photo, with this model's learned weights; the output
+    with the model's calibration `temperature`, so that it says what `predict` says.
 
     Computed in the tutorial's order (ReLU before pooling); the network's own forward pass pools
     first, which gives the same numbers.
@@ -119,7 +120,7 @@ def seed_steps(model: SeedNet, pixels: np.ndarray) -> dict[str, np.ndarray]:
         pool2 = model.pool2(conv2)
         flat = model.flatten(pool2)
         dense = F.relu(model.dense(flat))
-        out = torch.sigmoid(model.output(dense))
+        out = torch.sigmoid(model.output(dense) / temperature)
     return {
         "input": pixels,
         "detectors": model.conv1.weight.detach().numpy(),
@@ -134,8 +135,9 @@ def seed_steps(model: SeedNet, pixels: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def block_steps(model: torch.nn.Module, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """For deep networks: the input, the first block's feature maps and the last block's."""
+def block_steps(model: torch.nn.Module, pixels: np.ndarray, temperature: float = 1.0) -> dict[str, np.ndarray]:
+    """For deep networks: the input, the first block's feature maps and the last block's, and the
+    output with the model's calibration `temperature`."""
     size = pixels.shape[0]
     maps: dict[str, torch.Tensor] = {}
     last_name = last_feature_layer(model, size)
@@ -150,7 +152,7 @@ def block_steps(model: torch.nn.Module, pixels: np.ndarray) -> dict[str, np.ndar
     finally:
         for h in hooks:
             h.remove()
-    p = probabilities(model, logits)[0]
+    p = probabilities(model, logits / temperature)[0]
     return {
         "input": pixels,
         "first": maps["first"][0].numpy(),
@@ -186,14 +188,20 @@ def explain_figure(
     summary = {"image": str(image)}
     if steps:
         if isinstance(clf.model, SeedNet):
-            drawn = seed_steps(clf.model, pixels)
+            drawn = seed_steps(clf.model, pixels, clf.temperature)
             seed_steps_figure(drawn, clf.classes, out)
         else:
-            drawn = block_steps(clf.model, pixels)
+            drawn = block_steps(clf.model, pixels, clf.temperature)
             block_steps_figure(drawn, clf.classes, out)
         probs = drawn["probabilities"]
         k = int(np.argmax(probs))
-        return {**summary, "label": clf.classes[k], "probabilities": dict(zip(clf.classes, probs)), "figure": str(out)}
+        return {
+            **summary,
+            "label": clf.classes[k],
+            "probability": probs[k],
+            "probabilities": dict(zip(clf.classes, probs)),
+            "figure": str(out),
+        }
     cam = clf.grad_cam(pixels, class_name, layer)
     k = int(cam.probabilities.argmax())
     explained = clf.classes[cam.class_index]

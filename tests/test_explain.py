@@ -84,9 +84,13 @@ def test_explain_command_writes_figures(patch_model, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["label"] in ("red", "blue") and summary["layer"] == "pool2"
     assert Image.open(tmp_path / "cam.png").size[0] > 300
-    result = run_cli("explain", patch_model.path, img_path, "--steps", "--out", tmp_path / "steps.png")
+    result = run_cli("explain", patch_model.path, img_path, "--steps", "--out", tmp_path / "steps.png", "--json")
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "steps.png").size[0] > 1000
+    # The steps end in the probability predict gives: the model's calibrated one.
+    (said,) = json.loads(run_cli("predict", patch_model.path, img_path, "--json", "--all-known").stdout)
+    steps = json.loads(result.stdout)
+    assert steps["probability"] == pytest.approx(said["probability"], abs=1e-5) == summary["probability"]
 
 
 @pytest.mark.parametrize(
