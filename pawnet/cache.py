@@ -86,14 +86,15 @@ def decoded_chunks(files: list, prep: Preprocessing, desc: str = "reading", work
     with ThreadPoolExecutor(workers or cpu_count()) as pool, bar(total=len(files), desc=desc, leave=False) as progress:
 
         def submit(first: int) -> list:
-            return [pool.submit(_decode_one, f, prep) for f in files[first : first + chunk]]
+            futures = [pool.submit(_decode_one, f, prep) for f in files[first : first + chunk]]
+            for future in futures:  # the bar moves with each photo, not once a chunk of a thousand
+                future.add_done_callback(lambda _: progress.update())
+            return futures
 
         ahead = submit(0)
         for first in range(0, len(files), chunk):
             current, ahead = ahead, submit(first + chunk)
-            results = [f.result() for f in current]
-            progress.update(len(results))
-            yield first, results
+            yield first, [f.result() for f in current]
 
 
 def decode(files: list, prep: Preprocessing, desc: str = "decoding", workers: int | None = None, sink=None) -> Decoded:
