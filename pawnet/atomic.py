@@ -81,12 +81,10 @@ def _running(pid: int) -> bool:
 def make_parent(path) -> Path:
     """Make the folder an output file goes into (with its parents) and check that a file can be
     written there, before the work that fills it starts: a folder that cannot be made or written
-    is a UserError then, not a crash at the end. A link is followed: the file it names is written."""
+    is a UserError then, not a crash at the end."""
     if str(path).endswith(("/", os.sep)):
         raise UserError(f"{path}: names a folder; name the file to write")
     path = Path(path)
-    if path.is_symlink():
-        path = path.resolve()
     if path.is_dir():
         raise UserError(f"{path}: is a folder; name the file to write")
     if path.exists() and not path.is_file():

@@ -86,15 +86,19 @@ def decoded_chunks(files: list, prep: Preprocessing, desc: str = "reading", work
     with ThreadPoolExecutor(workers or cpu_count()) as pool, bar(total=len(files), desc=desc, leave=False) as progress:
 
         def submit(first: int) -> list:
-            futures = [pool.submit(_decode_one, f, prep) for f in files[first : first + chunk]]
-            for future in futures:  # the bar moves with each photo, not once a chunk of a thousand
-                future.add_done_callback(lambda _: progress.update())
-            return futures
+            return [pool.submit(_decode_one, f, prep) for f in files[first : first + chunk]]
+
+        def collect(futures: list) -> list:
+            results = []
+            for future in futures:  # a photo at a time: a chunk can be a thousand photos long
+                results.append(future.result())
+                progress.update()
+            return results
 
         ahead = submit(0)
         for first in range(0, len(files), chunk):
             current, ahead = ahead, submit(first + chunk)
-            yield first, [f.result() for f in current]
+            yield first, collect(current)
 
 
 def decode(files: list, prep: Preprocessing, desc: str = "decoding", workers: int | None = None, sink=None) -> Decoded:

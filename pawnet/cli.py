@@ -277,7 +277,7 @@ def _carry_on_unread(stream):
         try:
             print(message, file=stream, flush=True)
         except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            _unread(stream)
 
     return log
 
@@ -567,7 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     # import may not): every network runs faster on a CPU with it (allocator.py).
     keep_freed_memory()
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is seen below
+        return status
     except UserError as e:
         print(f"pawnet: error: {e}", file=sys.stderr)
         return 2
@@ -577,18 +579,33 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print("pawnet: interrupted" + (f"; {e}" if isinstance(e, Interrupted) else ""), file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # Whoever read the output (`| head`) has what they wanted; the rest goes nowhere. Training
-        # stopped that way (its progress bar's reader gone too) has not finished: --resume goes on.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1 if args.command == "train" else 0
+    except BrokenPipeError as e:
+        # Whoever read the output (`| head`) has what they wanted; any other pipe that broke is a failure.
+        return 0 if _unread(sys.stdout) else _unexpected(e)
     except Exception as e:  # a bug, not a user mistake: say so in one line unless asked for more
-        if os.environ.get("PAWNET_DEBUG"):
-            traceback.print_exc()
-        print(
-            f"pawnet: unexpected error: {type(e).__name__}: {e} (set PAWNET_DEBUG=1 for the traceback)", file=sys.stderr
-        )
-        return 1
+        return _unexpected(e)
+
+
+def _unread(stream) -> bool:
+    """Whether nobody reads `stream` any more; if so, what is left for it goes nowhere."""
+    try:
+        stream.flush()
+        return False
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+        return True
+
+
+def _unexpected(error: BaseException) -> int:
+    if os.environ.get("PAWNET_DEBUG"):
+        traceback.print_exception(error)
+    print(
+        f"pawnet: unexpected error: {type(error).__name__}: {error} (set PAWNET_DEBUG=1 for the traceback)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

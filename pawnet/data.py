@@ -97,12 +97,12 @@ def _images_under(folder: Path, left_out: dict | None = None) -> list[Path]:
     return sorted(found)
 
 
-def _check_folder(path) -> Path:
+def _check_folder(path, what: str = "folder") -> Path:
     folder = Path(path)
     if not folder.exists():
-        raise UserError(f"{folder}: no such folder")
+        raise UserError(f"{folder}: no such {what}")
     if not folder.is_dir():
-        raise UserError(f"{folder}: not a folder")
+        raise UserError(f"{folder}: not a {what}")
     return folder
 
 
@@ -222,11 +222,7 @@ def train_val_split(data, val=None, val_fraction: float = 0.2, seed: int = 0) ->
 def photo_folder(path, option: str) -> list[Path]:
     """The images under a folder given with `option` (such as --unknown), before any work
     starts: a missing folder, a file, or a folder with no images is one line."""
-    folder = Path(path)
-    if not folder.exists():
-        raise UserError(f"{folder}: no such folder of photos ({option})")
-    if not folder.is_dir():
-        raise UserError(f"{folder}: a file, not a folder of photos ({option})")
+    folder = _check_folder(path, f"folder of photos ({option})")
     files = _images_under(folder)
     if not files:
         raise UserError(f"{folder}: holds no images ({option})")

@@ -299,10 +299,9 @@ CALIBRATION_PHOTOS = 256  # the calibration runs the float32 network on every on
 
 def _calibration_pixels(folder, files: list[Path], prep, log) -> np.ndarray:
     """Up to CALIBRATION_PHOTOS readable photos of `folder`'s `files`: evenly spaced through them,
-    so that every class folder has its share, and where some cannot be read, the others after."""
-    spaced = files[:: max(1, len(files) // CALIBRATION_PHOTOS)][:CALIBRATION_PHOTOS]
-    taken = set(spaced)
-    order = spaced + [f for f in files if f not in taken]
+    so that every class folder has its share, and where some cannot be read, those beside them."""
+    step = max(1, len(files) // CALIBRATION_PHOTOS)
+    order = [f for offset in range(step) for f in files[offset::step]]
     pixels, skipped = [], 0
     for start in range(0, len(order), CALIBRATION_PHOTOS):
         decoded = decode(order[start : start + CALIBRATION_PHOTOS], prep, desc="calibrating")

@@ -213,6 +213,8 @@ class Predictor:
 
     def _against_unknown(self, outcome: Outcome, folder: Path, files: list[Path], tta: bool, use_cache: bool) -> dict:
         """`evaluate --unknown`: the check on photos of none of the classes, beside the labelled ones."""
+        if outcome.scores is None:  # an ONNX file whose config names a check its graph lacks
+            raise UserError(f"{self.path}: its network gives no unknown-photo score; export it again")
         decoded = cached_decode(files, self.preprocessing, desc="reading unknown photos", use_cache=use_cache)
         if len(decoded.ok) == 0:
             raise UserError(f"{folder}: holds no readable images (--unknown)")

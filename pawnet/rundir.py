@@ -72,8 +72,9 @@ class RunDir:
         self.report = self.path / "report.html"
         self.lock_file = self.path / self.LOCK
         self._lock_fd: int | None = None
-        self.made = False  # whether `create` made the folder
-        self.begun = False  # whether this process wrote the settings of a new run in it
+        # What `discard` may take away: only a folder this process made, only a run it began.
+        self.made = False
+        self.begun = False
 
     @classmethod
     def is_run(cls, path) -> bool:
@@ -129,12 +130,13 @@ class RunDir:
         the same command can then be given again."""
         if not self.begun:
             return
+        # All of it while the lock is held, so a second run into the folder waits for it to go.
         self.config.unlink(missing_ok=True)
-        self.unlock()
         self.lock_file.unlink(missing_ok=True)
         if self.made:
             with contextlib.suppress(OSError):
                 self.path.rmdir()
+        self.unlock()
 
     @property
     def locked(self) -> bool:

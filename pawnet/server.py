@@ -407,9 +407,7 @@ def create_app(
         "/explain",
         responses={
             200: {"content": {"image/png": {}}, "description": "the Grad-CAM overlay, or JSON with format=json"},
-            413: {},
-            415: {},
-            422: {},
+            **dict.fromkeys((413, 415, 422), {}),
         },
     )(api.explain)
     return app
@@ -419,11 +417,11 @@ async def _plain_validation_error(request: Request, error: RequestValidationErro
     """FastAPI's list of what a request lacked, said in one sentence as the other refusals are."""
     said = []
     for e in error.errors():
-        where, name = e["loc"][0], e["loc"][-1]
+        where, name = e["loc"][0], ".".join(map(str, e["loc"][1:]))
         if where == "body" and e["type"] == "missing":
             said.append(f"send the image{'s' if name == 'files' else ''} in the multipart field {name!r}")
         else:
-            said.append(f"{name}: {e['msg']}")
+            said.append(f"{name or where}: {e['msg']}")
     return JSONResponse({"detail": "; ".join(said)}, status_code=422)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -97,7 +98,9 @@ def test_a_run_refused_for_its_photos_leaves_nothing_and_the_same_command_then_t
 def test_training_whose_output_nobody_reads_goes_on_to_the_end(tmp_path):
     data = make_dataset(tmp_path / "d", n=6, size=32)
     command = [sys.executable, "-m", "pawnet", "train", str(data), "--out", str(tmp_path / "run"), "--epochs", "2"]
-    with subprocess.Popen([*command, "--img-size", "32"], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered, as it usually is
+    command += ["--img-size", "32"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as p:
         p.stdout.close()  # as `| head` does once it has its lines
         err = p.stderr.read().decode()
     assert p.returncode == 0, err

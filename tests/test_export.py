@@ -172,11 +172,13 @@ def test_export_writes_only_an_onnx_file_where_it_can(trained_model, tmp_path, o
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.onnx"]
 
 
-def test_export_follows_a_link_to_the_file_it_names(trained_model, tmp_path):
-    (tmp_path / "real.onnx").write_bytes(b"an earlier export")
-    (tmp_path / "link.onnx").symlink_to(tmp_path / "real.onnx")
-    pawnet.export(trained_model, tmp_path / "link.onnx", log=lambda *_: None)
-    assert (tmp_path / "link.onnx").is_symlink() and pawnet.load(tmp_path / "link.onnx").classes
+def test_export_onto_a_link_replaces_the_link_not_the_file_it_names(trained_model, tmp_path):
+    config = (trained_model / "config.json").read_bytes()
+    (tmp_path / "x.onnx").symlink_to(trained_model / "config.json")
+    result = run_cli("export", trained_model, "--out", tmp_path / "x.onnx")
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "x.onnx").is_symlink() and pawnet.load(tmp_path / "x.onnx").classes
+    assert (trained_model / "config.json").read_bytes() == config
 
 
 @pytest.mark.parametrize(
@@ -184,12 +186,12 @@ def test_export_follows_a_link_to_the_file_it_names(trained_model, tmp_path):
     [
         (["--check", "nowhere"], "nowhere: no such folder"),
         (["--check", "DATA/horizontal/0.png"], "not a folder"),
-        (["--calibrate", "DATA/horizontal/0.png"], "a file, not a folder of photos (--calibrate)"),
+        (["--calibrate", "DATA/horizontal/0.png"], "not a folder of photos (--calibrate)"),
     ],
 )
 def test_int8_export_refuses_a_wrong_folder_before_exporting(trained_model, tmp_path, extra, message):
     data = trained_model.parent / "data"
-    photo = next((data / "test_set" / "horizontal").iterdir()) if (data / "test_set").is_dir() else None
+    photo = next((data / "test_set" / "horizontal").iterdir())
     extra = [e.replace("DATA/horizontal/0.png", str(photo)) for e in extra]
     calibrate = [] if "--calibrate" in extra else ["--calibrate", data]
     result = run_cli("export", trained_model, "--out", tmp_path / "q.onnx", "--quantize", *calibrate, *extra)
