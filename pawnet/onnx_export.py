@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .atomic import make_parent, replacing
+from .atomic import make_parent, remove_leftovers, replacing
 from .cache import decode
 from .classifier import Classifier
 from .data import evaluation_folder, photo_folder, read_folder
@@ -80,6 +81,7 @@ def export(model_dir, out=None, quantize: bool = False, check=None, calibrate=No
     if quantize and check is not None:
         read_folder(evaluation_folder(check), classes=clf.classes)  # a wrong folder fails now, not after the export
     out = make_parent(output_path(clf.path, out, quantize))
+    remove_leftovers(out.parent, out.name)  # of exports killed before they could clean up
     calibration = _calibration_pixels(calibrate, calibration_files, clf.preprocessing, log) if quantize else None
     # Written beside `out` and put in place once checked: an export that fails or is stopped leaves
     # whatever file was there before.
@@ -265,7 +267,7 @@ def _quantize(path: Path, name: Path, clf: Classifier, pixels: np.ndarray, check
             start = next(self.batches, None)
             return None if start is None else {INPUT: as_input(pixels[start : start + 8])}
 
-    prepared = path.with_name(path.stem + ".prepared.onnx")
+    prepared = name.with_name(f".{name.name}.prepared.{os.getpid()}.tmp")  # swept as `replacing`'s are
     try:
         with _exporter_quiet():
             quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)

@@ -212,6 +212,15 @@ def test_int8_calibration_reads_past_files_it_cannot_read_and_says_so(trained_mo
     assert any("300 files that are not readable images left out of the calibration" in line for line in said)
 
 
+def test_an_export_sweeps_what_killed_exports_left_beside_it(trained_model, tmp_path):
+    dead = 2**22 + 1  # above Linux's largest process id
+    left = [tmp_path / f".q.onnx.{dead}.tmp", tmp_path / f".q.onnx.prepared.{dead}.tmp"]
+    for file in left:
+        file.write_bytes(b"half an export")
+    pawnet.export(trained_model, tmp_path / "q.onnx", quantize=True, calibrate=trained_model.parent / "data", log=print)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx"]
+
+
 def test_ctrl_c_inside_the_exporter_is_a_ctrl_c(trained_model, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         try:
