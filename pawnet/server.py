@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import errno
 import io
 import json
@@ -67,21 +68,33 @@ def check_options(port: int, max_upload_mb: float, max_files: int, max_request_m
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, or one line saying why there is none (a busy port, an unknown host)."""
+    """The socket bound to the address, not yet listening, or one line saying why there is none
+    (a busy port, an unknown host)."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
     except OSError as e:
         raise UserError(f"--host {host}: cannot listen there ({e.strerror or e})") from None
-    try:
+    with _refused(sock, host, port):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+    return sock
+
+
+def listen(sock: socket.socket, host: str, port: int) -> None:
+    # Two sockets may both bind a port with SO_REUSEADDR until one listens: the second to listen fails.
+    with _refused(sock, host, port):
         sock.listen(2048)
+
+
+@contextlib.contextmanager
+def _refused(sock: socket.socket, host: str, port: int):
+    try:
+        yield
     except OSError as e:
         sock.close()
         reason = "already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
         raise UserError(f"cannot serve on {host}:{port}: {reason} (pick another --port)") from None
-    return sock
 
 
 class Batcher:
@@ -457,12 +470,18 @@ def serve(
     from .loader import load
 
     check_options(port, max_upload_mb, max_files, max_request_mb)
-    predictor = load(model, engine)
-    # A model directory is prepared for onnxruntime when it first predicts (up to half a minute,
-    # or an error): before "serving" is said, not while the first requests wait.
-    size = predictor.preprocessing.size
-    predictor.outputs(np.zeros((1, size, size, 3), np.uint8))
+    # Bound first, so that a busy port is said at once, not after the model is prepared.
     sock = bind(host, port)
+    try:
+        predictor = load(model, engine)
+        # A model directory is prepared for onnxruntime when it first predicts (up to half a
+        # minute, or an error): before "serving" is said, not while the first requests wait.
+        size = predictor.preprocessing.size
+        predictor.outputs(np.zeros((1, size, size, 3), np.uint8))
+    except BaseException:
+        sock.close()
+        raise
+    listen(sock, host, port)
     if host not in LOOPBACK:
         log(
             f"warning: serving on {host}, so other machines can reach this model"

@@ -21,9 +21,22 @@ ADDRESSES = ("127.0.0.1", "localhost")  # sorted as text: node 0 first
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, kept from other programs until a server binds it.
+
+    A port merely bound and closed again may be handed to the next `bind(("127.0.0.1", 0))`
+    anywhere on the machine (another xdist worker's) before our server, seconds later, binds it.
+    So the port is left in TIME_WAIT, as the end that closed a connection first: for a minute the
+    kernel gives it to no `bind` to port 0 and no `connect`, while a server that sets
+    SO_REUSEADDR, as `pawnet serve` and torchrun's store do, may bind it at once."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):
+            accepted, _ = listener.accept()
+            accepted.close()  # closed first, so this end, on `port`, waits in TIME_WAIT
+    return port
 
 
 def node_command(node: int, port: int, args) -> list[str]:

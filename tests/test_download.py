@@ -199,8 +199,8 @@ def test_disk_full_keeps_the_partial_file(serve, tmp_path, monkeypatch):
 def test_network_failure_exits_1_with_one_line(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
-    result = run_cli("data", "download", tmp_path, "--source", f"http://127.0.0.1:{port}/pets.zip")
+        port = s.getsockname()[1]  # bound, so no one else gets it, but nothing listens there
+        result = run_cli("data", "download", tmp_path, "--source", f"http://127.0.0.1:{port}/pets.zip")
     assert result.returncode == 1, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
