@@ -78,6 +78,13 @@ def _running(pid: int) -> bool:
     return True
 
 
+def cannot_make(folder: Path, e: OSError) -> str:
+    """Why `folder` could not be made or written into, in a few words: a file in its way, else
+    the system's reason."""
+    blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+    return f"{blocker} is a file" if blocker else (e.strerror or type(e).__name__)
+
+
 def make_parent(path) -> Path:
     """Make the folder an output file goes into (with its parents) and check that a file can be
     written there, before the work that fills it starts: a folder that cannot be made or written
@@ -92,9 +99,7 @@ def make_parent(path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        blocker = next((p for p in [path.parent, *path.parent.parents] if p.exists() and not p.is_dir()), None)
-        why = f"{blocker} is a file" if blocker else (e.strerror or type(e).__name__)
-        raise UserError(f"{path.parent}: cannot make the folder ({why})") from None
+        raise UserError(f"{path.parent}: cannot make the folder ({cannot_make(path.parent, e)})") from None
     probe = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # the name `replacing` writes
     try:
         probe.touch()

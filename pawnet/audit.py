@@ -30,7 +30,7 @@ from .atomic import write_text
 from .cache import cache_dir, cpu_count, stamp
 from .data import MANIFEST, TEST_DIR, TRAIN_DIR, has_tutorial_layout, quarantine_folder, read_folder
 from .errors import UserError
-from .images import MAX_PIXELS, reason
+from .images import MAX_PIXELS, reason, to_rgb
 from .progress import bar
 
 # Perceptual hashes (64 bits) this many bits apart or fewer are near duplicates. Chosen from
@@ -48,13 +48,13 @@ FORMATS = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
 }
-AUDIT_VERSION = 2  # raised when what a file's entry holds changes: older entries are not reused
+AUDIT_VERSION = 3  # raised when what a file's entry holds changes: older entries are not reused
 
 
 def _phash(img: Image.Image) -> tuple[int, int]:
     import imagehash
 
-    small = img.convert("L").resize((64, 64), Image.LANCZOS)
+    small = to_rgb(img).convert("L").resize((64, 64), Image.LANCZOS)  # 16-bit, alpha, LAB: as training reads them
     h = imagehash.phash(small)
     m = imagehash.phash(small.transpose(Image.FLIP_LEFT_RIGHT))
     return int(str(h), 16), int(str(m), 16)

@@ -27,6 +27,13 @@ def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).mean())
 
 
+def calibrated_temperature(logits: np.ndarray, labels: np.ndarray, binary: bool) -> float:
+    """`fit_temperature`'s T where it lowers the validation photos' ECE, else 1 (no scaling):
+    fitted to a few photos, a temperature can fit their noise and leave the probabilities worse."""
+    t = fit_temperature(logits, labels, binary)
+    return t if ece(softmax(logits / t, binary), labels) <= ece(softmax(logits, binary), labels) else 1.0
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, binary: bool) -> float:
     """The T that minimises the log loss of softmax(logits / T), but no smaller than the T that
     makes the mean confidence (n + 1) / (n + 2): n validation photos all labelled right do not show

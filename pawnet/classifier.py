@@ -99,7 +99,7 @@ class Classifier(Predictor):
             checked = [self._checked(t, self._imagenet(t)) for t in map(torch.from_numpy, (train_vectors, val_vectors))]
         binary = getattr(self.model, "binary", False)
         before = calibration.softmax(logits, binary)
-        temperature = calibration.fit_temperature(logits, val_labels, binary)
+        temperature = calibration.calibrated_temperature(logits, val_labels, binary)
         after = calibration.softmax(logits / temperature, binary)
         self.check = UnknownCheck.fit(*checked)
         groups = {}

@@ -120,6 +120,12 @@ def read_folder(path, classes: list[str] | None = None) -> Labelled:
         empty = []
     found = sorted(by_class)
     if classes is None:
+        if len(found) < 2 and found[0] in (TRAIN_DIR, TEST_DIR):
+            other = TEST_DIR if found[0] == TRAIN_DIR else TRAIN_DIR
+            raise UserError(
+                f"{folder}: holds {found[0]}/ but no {other}/; the tutorial's layout needs both "
+                f"(or give {folder / found[0]} as DATA, and a fifth of it validates)"
+            )
         if len(found) < 2:
             also = f" ({', '.join(d.name for d in empty)} holds no images)" if empty else ""
             raise UserError(f"{folder}: only one class ({found[0]}) found{also}; a classifier needs at least two")
@@ -155,6 +161,14 @@ def _class_folders(folder: Path) -> tuple[dict[str, list[Path]], dict[Path, str]
             by_class[d.name] = files
         else:
             empty.append(d)
+    loose = sorted(f for f in folder.iterdir() if f.is_file() and is_image_file(f))
+    if by_class and loose:
+        n = len(loose)
+        left_out[loose[0] if n == 1 else folder] = (
+            "in no class folder, so not read"
+            if n == 1
+            else f"{n} images here (such as {loose[0].name}) are in no class folder, so they are not read"
+        )
     return by_class, left_out, empty
 
 
@@ -198,6 +212,9 @@ def train_val_split(data, val=None, val_fraction: float = 0.2, seed: int = 0) ->
     folder = _check_folder(data)
     if has_tutorial_layout(folder) and val is None:
         train = read_folder(folder / TRAIN_DIR)
+        for d in sorted(folder.iterdir()):
+            if d.is_dir() and d.name not in (TRAIN_DIR, TEST_DIR) and not d.name.startswith(".") and not pawnets_own(d):
+                train.left_out[d] = f"not read: beside {TRAIN_DIR}/ and {TEST_DIR}/, only those two are"
         return train, read_folder(folder / TEST_DIR, train.classes), f"{TRAIN_DIR}/ and {TEST_DIR}/"
     train = read_folder(folder / TRAIN_DIR if has_tutorial_layout(folder) else folder)
     if val is not None:

@@ -83,7 +83,7 @@ def _check_pixels(img: Image.Image, limit: int) -> None:
         raise ImageError(f"refused: {w}x{h} pixels is over the pixel limit of {limit:,} (about {side}x{side})")
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency is laid over white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # Pillow's convert() clips 16-bit and float values at 255; scale them down instead.
@@ -133,7 +133,7 @@ def load_pixels(source, prep: Preprocessing, max_pixels: int = MAX_PIXELS) -> np
             _check_pixels(img, max_pixels)
             img.load()
             img = ImageOps.exif_transpose(img)
-            return np.asarray(_fit(_to_rgb(img), prep.size, prep.resize), dtype=np.uint8)
+            return np.asarray(_fit(to_rgb(img), prep.size, prep.resize), dtype=np.uint8)
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as e:

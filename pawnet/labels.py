@@ -143,11 +143,14 @@ def find_issues(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: i
     torch.set_num_threads(1)
     try:
         x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-        z = unknown_z(x)
+        copies = copies_of(vectors)
+        z = unknown_z(x, copies=copies)
         outside = z > UNKNOWN_Z
         findings = [Finding(int(i), None, float(1 / (1 + np.exp(UNKNOWN_Z - z[i])))) for i in np.flatnonzero(outside)]
         inside = np.flatnonzero(~outside)
-        probs = out_of_sample(_standardise(x[inside]), torch.from_numpy(labels[inside]), n_classes, seed)
+        probs = out_of_sample(
+            _standardise(x[inside]), torch.from_numpy(labels[inside]), n_classes, seed, copies[inside]
+        )
     finally:
         torch.set_num_threads(threads)
     for i, suggested in doubted(probs, labels[inside]):
@@ -155,7 +158,13 @@ def find_issues(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: i
     return sorted(findings, key=lambda f: -f.score)
 
 
-def unknown_z(x, seed: int = 0) -> np.ndarray:
+def copies_of(vectors: np.ndarray) -> np.ndarray:
+    """A number per photo, the same for photos with the same vector: copies of one photo (the
+    network computes each photo of a batch alike, so byte copies give equal vectors)."""
+    return np.unique(np.asarray(vectors), axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def unknown_z(x, seed: int = 0, copies: np.ndarray | None = None) -> np.ndarray:
     """Each photo's unknown-photo score (`UnknownCheck`, fitted in FOLDS folds on the photos of
     the others, so that an odd photo does not make room for itself) in robust standard
     deviations (1.4826 median absolute deviations) above the median: a few photos of something
@@ -165,7 +174,7 @@ def unknown_z(x, seed: int = 0) -> np.ndarray:
     from .unknown import UnknownCheck
 
     unit = torch.nn.functional.normalize(x, dim=1)
-    folds = torch.from_numpy(folds_of(np.zeros(len(x), dtype=np.int64), FOLDS, seed))
+    folds = torch.from_numpy(folds_of(np.zeros(len(x), dtype=np.int64), FOLDS, seed, copies))
     scores = np.zeros(len(x))
     for f in range(FOLDS):
         train, held_out = unit[folds != f], folds == f
@@ -194,23 +203,28 @@ def _standardise(x):
     return centred @ directions
 
 
-def folds_of(labels: np.ndarray, k: int = FOLDS, seed: int = 0) -> np.ndarray:
-    """Each photo's fold, each class spread evenly over the folds."""
+def folds_of(labels: np.ndarray, k: int = FOLDS, seed: int = 0, copies: np.ndarray | None = None) -> np.ndarray:
+    """Each photo's fold, each class spread evenly over the folds. Copies of one photo (`copies`,
+    as `copies_of` numbers them) share a fold: a photo judged by its own copy looks ordinary
+    whatever it shows, and where copies are many, every other photo would then look odd."""
     rng = np.random.default_rng(seed)
-    folds = np.empty(len(labels), dtype=np.int64)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
+    groups = np.arange(len(labels)) if copies is None else np.asarray(copies)
+    _, first, group = np.unique(groups, return_index=True, return_inverse=True)
+    group_labels = labels[first]
+    folds = np.empty(len(first), dtype=np.int64)
+    for c in np.unique(group_labels):
+        idx = np.flatnonzero(group_labels == c)
         rng.shuffle(idx)
         folds[idx] = np.arange(len(idx)) % k
-    return folds
+    return folds[group.reshape(-1)]
 
 
-def out_of_sample(x, labels, n_classes: int, seed: int = 0) -> np.ndarray:
+def out_of_sample(x, labels, n_classes: int, seed: int = 0, copies: np.ndarray | None = None) -> np.ndarray:
     """Class probabilities for every photo from models that never saw it: the logistic head's,
     fitted again without the photos its first fit doubted, averaged with the neighbours' vote."""
     import torch
 
-    folds = torch.from_numpy(folds_of(labels.numpy(), FOLDS, seed))
+    folds = torch.from_numpy(folds_of(labels.numpy(), FOLDS, seed, copies))
     first = _cross_validated(x, labels, n_classes, folds, torch.ones(len(labels), dtype=torch.bool))
     trusted = first[torch.arange(len(labels)), labels] >= 0.5
     second = _cross_validated(x, labels, n_classes, folds, trusted)
@@ -283,7 +297,8 @@ def confident_learning(probs: np.ndarray, labels: np.ndarray) -> list[tuple[int,
     """(photo, suggested class) for the photos whose label to doubt: confident learning's
     confident joint, calibrated to the class counts, pruned by the noise rate (module docstring)."""
     n_classes = probs.shape[1]
-    thresholds = np.array([probs[labels == c, c].mean() for c in range(n_classes)])
+    # A class with no photos here (all of them called none of the classes) doubts nobody into it.
+    thresholds = np.array([probs[labels == c, c].mean() if (labels == c).any() else np.inf for c in range(n_classes)])
     above = probs >= thresholds
     confident = np.where(above, probs, -1).argmax(1)
     counted = above.any(1)

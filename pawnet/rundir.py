@@ -28,7 +28,7 @@ import json
 import os
 from pathlib import Path
 
-from .atomic import remove_leftovers, replacing, write_text
+from .atomic import cannot_make, remove_leftovers, replacing, write_text
 from .errors import UserError
 from .version import __version__
 
@@ -121,8 +121,13 @@ class RunDir:
         """Make the folder, claim it for this process (`lock`), and clear the temporary files of
         a process killed while writing."""
         self.made = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.lock()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.lock()
+        except OSError as e:
+            raise UserError(
+                f"{self.path}: cannot write a run there ({cannot_make(self.path, e)}); choose another --out"
+            ) from None
         remove_leftovers(self.path)
 
     def discard(self) -> None:

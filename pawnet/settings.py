@@ -3,6 +3,7 @@ read back by `--resume`, so a resumed run goes on exactly as it began."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields, replace
 
 from .architectures import ARCHITECTURES, Recipe
@@ -26,10 +27,11 @@ class RunSettings:
     finetune: bool = False
 
     def __post_init__(self):
-        # Paths are kept as text: the settings go into config.json as they are.
-        object.__setattr__(self, "data", str(self.data))
+        # Paths are kept as text, since the settings go into config.json as they are, and whole,
+        # since `--resume` may be run from another folder.
+        object.__setattr__(self, "data", os.path.abspath(self.data))
         if self.val is not None:
-            object.__setattr__(self, "val", str(self.val))
+            object.__setattr__(self, "val", os.path.abspath(self.val))
         if self.arch not in ARCHITECTURES:
             raise UserError(f"unknown architecture {self.arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
         if self.finetune and ARCHITECTURES[self.arch].finetune is None:

@@ -289,6 +289,8 @@ def _build_network(run: Run) -> None:
     if run.class_weights is not None:
         run.class_weights = run.class_weights.to(device)
     run.generator = torch.Generator().manual_seed(run.settings.seed)
+    if hasattr(run.model, "fit_first_layer"):
+        run.model.fit_first_layer(run.train_inputs)
     run.net = run.model
     if recipe.train == "head":
         _freeze_body(run)
@@ -296,7 +298,7 @@ def _build_network(run: Run) -> None:
     run.stepped = run.net
     if run.group.active:
         run.stepped = DistributedDataParallel(run.net, device_ids=[device.index] if device.type == "cuda" else None)
-    run.optimizer = _optimizer(recipe, run.net.parameters())
+    run.optimizer = _optimizer(recipe, [p for p in run.net.parameters() if p.requires_grad])
     run.scheduler = None
     if recipe.schedule == "onecycle":
         steps_per_epoch = -(-len(run.train_y) // recipe.batch_size)
@@ -410,13 +412,13 @@ def _restore(run: Run, card: dict) -> None:
     if state is not None:
         try:
             run.model.load_state_dict(state["model"])
-        except RuntimeError:  # a run started by an earlier pawnet whose network had another layout
+            run.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError):  # a run begun by an earlier pawnet: another layout, or other weights trained
             raise UserError(
                 f"{run.folder.path}: its checkpoint does not fit this pawnet's {run.settings.arch} network "
-                "(the run was started by a version with another layout of it), so it cannot be continued; "
+                "(the run was started by a version that built or trained it otherwise), so it cannot be continued; "
                 "train a new run"
             ) from None
-        run.optimizer.load_state_dict(state["optimizer"])
         if run.scheduler is not None:
             run.scheduler.load_state_dict(state["scheduler"])
         run.scaler.load_state_dict(state["scaler"])
@@ -425,12 +427,24 @@ def _restore(run: Run, card: dict) -> None:
         run.log(f"resuming {run.folder.path} after epoch {state['epoch']} of {run.recipe.epochs}")
     elif run.resuming:
         run.log(f"resuming {run.folder.path} from the start: it stopped before its first epoch ended")
+    if run.resuming and run.group.leader:
+        _say_if_data_changed(run, (run.folder.read_config() or {}).get("data", {}), card["data"])
     run.card = card
     if run.group.leader:
         run.folder.write_config(card)
         if state is not None:
             run.folder.save_weights(run.best_state)
             run.folder.write_metrics(run.rows)
+
+
+def _say_if_data_changed(run: Run, then: dict, now: dict) -> None:
+    counts = ("train_counts", "val_counts")
+    if then and [then.get(k) for k in counts] != [now[k] for k in counts]:
+        run.log(
+            f"warning: the photos have changed since the run began (training {then.get('train_counts')}, validation "
+            f"{then.get('val_counts')} then; {now['train_counts']} and {now['val_counts']} now): it goes on with those "
+            "there now, so epochs before and after are not measured on the same photos"
+        )
 
 
 def _random_state(generator: torch.Generator) -> dict:
@@ -636,9 +650,13 @@ def _finish(run: Run) -> Classifier:
         )
         calibrated = config["calibration"]
         run.log(
-            f"calibrated: temperature {calibrated['temperature']:.3f}, validation ECE "
-            f"{calibrated['val_ece_before']:.4f} -> {calibrated['val_ece_after']:.4f}; unknown-photo check: "
-            f"{config['unknown']['val_known']:.1%} of validation photos known"
+            (
+                f"calibrated: temperature {calibrated['temperature']:.3f}, validation ECE "
+                f"{calibrated['val_ece_before']:.4f} -> {calibrated['val_ece_after']:.4f}"
+                if calibrated["temperature"] != 1
+                else f"not calibrated: a temperature fitted to {len(run.val_y)} validation photos raised their ECE"
+            )
+            + f"; unknown-photo check: {config['unknown']['val_known']:.1%} of validation photos known"
         )
     run.group.barrier()
     if run.group.leader:

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import pawnet
 from pawnet.architectures import build
@@ -62,6 +62,17 @@ def test_pretrained_network_gives_imagenet_sensible_output():
     assert torch.isfinite(logits).all() and torch.equal(logits, again)
     p = logits.softmax(1)
     assert torch.allclose(p.sum(1), torch.ones(2)) and p.max() > 10 / 1000
+
+
+def test_small_s_first_filters_are_the_photos_patch_directions_and_stay_fixed(three_classes, tmp_path):
+    # Fitted before the first step and never trained: after two epochs they are still orthonormal,
+    # each beside its opposite, as no trained filters would be.
+    run = tmp_path / "run"
+    pawnet.train(three_classes, arch="small", epochs=2, img_size=32, out=run, log=lambda *_: None)
+    weights = load_file(str(run / "model.safetensors"))["features.0.weight"].flatten(1)
+    half = len(weights) // 2
+    assert torch.equal(weights[:half], -weights[half:])
+    assert torch.allclose(weights[:half] @ weights[:half].T, torch.eye(half), atol=1e-5)
 
 
 def test_a_small_model_of_the_first_layout_still_loads(three_classes, tmp_path):

@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
@@ -113,3 +114,16 @@ def test_training_warns_about_leakage(planted, tmp_path):
 def test_missing_folder_exits_2(tmp_path):
     result = run_cli("data", "check", tmp_path / "nope")
     assert result.returncode == 2 and "no such folder" in result.stderr
+
+
+def test_16_bit_photos_are_compared_as_training_reads_them(tmp_path):
+    # Pillow's convert("L") clips 16-bit values at 255: every such photo hashed as a white square,
+    # so all of them were near duplicates of one another, across classes too.
+    root = tmp_path / "grey"
+    for cls in ("cats", "dogs"):
+        (root / cls).mkdir(parents=True)
+        for f in _pick("training_set", cls, 3):
+            grey = np.asarray(Image.open(f).convert("L")).astype(np.uint16) * 257
+            Image.fromarray(grey).save(root / cls / f"{f.stem}.png")
+    report = audit.check(root, use_cache=False)
+    assert report["findings"]["near_duplicates"] == [] and report["findings"]["unreadable"] == []

@@ -57,8 +57,9 @@ def test_val_folder_must_share_the_classes(tmp_path):
         (lambda root: root.mkdir(), "no images found"),
         (lambda root: make_dataset(root, classes=("only",), n=3), "only one class"),
         (lambda root: (root.parent.mkdir(exist_ok=True), root.write_text("x")), "not a folder"),
+        (lambda root: make_dataset(root / "training_set", n=2), "holds training_set/ but no test_set/"),
     ],
-    ids=["missing", "empty", "one-class", "a-file"],
+    ids=["missing", "empty", "one-class", "a-file", "training-set-alone"],
 )
 def test_bad_data_folders_are_one_line_errors(tmp_path, setup, message):
     root = tmp_path / "data"
@@ -81,6 +82,17 @@ def test_an_empty_class_folder_is_named_not_dropped_silently(tmp_path):
     found = read_folder(data)
     assert found.classes == ["horizontal", "vertical"]
     assert any(str(data / "birds") in w and "no images" in w for w in found.warnings())
+
+
+def test_photos_beside_the_class_folders_and_folders_beside_the_tutorial_layout_are_named(tmp_path):
+    data = make_dataset(tmp_path / "d", n=2)
+    for name in ("stray.png", "dog.5000.png"):
+        shutil.copy(data / "vertical" / "0.png", data / name)
+    assert any("2 images here (such as dog.5000.png) are in no class folder" in w for w in read_folder(data).warnings())
+    tutorial = make_dataset(tmp_path / "t", n=4, layout="tutorial")
+    make_dataset(tutorial / "extra", n=1)
+    train, _, _ = train_val_split(tutorial)
+    assert any(str(tutorial / "extra") in w and "not read" in w for w in train.warnings()), train.warnings()
 
 
 def test_flat_layout_reads_label_dot_number_names_only_and_says_what_it_ignored(tmp_path):

@@ -20,7 +20,7 @@ from conftest import TRAIN, final_weights, rows, run_cli
 HERE = Path(__file__).parent
 
 
-def _stalled(moment, data, out, tmp_path):
+def _stalled(moment, data, out, tmp_path, cwd=None):
     """A `pawnet train` process stopped still at `moment` (see stall.py), its run folder open."""
     env = {**os.environ, "PAWNET_CACHE": str(tmp_path / "cold-cache")}  # so that decoding happens
     child = subprocess.Popen(
@@ -29,6 +29,7 @@ def _stalled(moment, data, out, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        cwd=cwd,
     )
     for line in child.stdout:
         if line.strip() == "STALLED":
@@ -53,6 +54,31 @@ def test_kill_9_at_any_moment_then_resume_equals_an_uninterrupted_run(moment, da
         assert torch.equal(resumed[name], tensor), name
     assert not list(out.glob(".*.tmp")), "a killed write's temporary file was left behind"
     assert (out / "report.html").exists()
+
+
+def test_a_run_begun_with_a_relative_path_resumes_from_another_folder(data, reference, tmp_path):
+    out = tmp_path / "run"
+    child = _stalled("checkpoint:2", os.path.relpath(data, tmp_path), out, tmp_path, cwd=tmp_path)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = run_cli("train", "--resume", out, cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert rows(out) == rows(reference)
+
+
+def test_a_run_resumed_on_photos_changed_since_says_so(data, tmp_path):
+    photos = shutil.copytree(data, tmp_path / "data")
+    out = tmp_path / "run"
+    child = _stalled("checkpoint:2", photos, out, tmp_path)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    cats = sorted((photos / "training_set" / "horizontal").iterdir())
+    shutil.copy(cats[0], cats[0].with_name("added.png"))
+    r = run_cli("train", "--resume", out)
+    assert r.returncode == 0, r.stderr
+    assert "the photos have changed since the run began" in r.stdout + r.stderr
 
 
 def test_resume_of_a_finished_run_says_so(reference, tmp_path):
@@ -86,7 +112,7 @@ def test_a_checkpoint_of_another_network_layout_is_refused_in_one_line(data, tmp
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         f"pawnet: error: {out}: its checkpoint does not fit this pawnet's seed network (the run was started by a "
-        "version with another layout of it), so it cannot be continued; train a new run"
+        "version that built or trained it otherwise), so it cannot be continued; train a new run"
     ]
     assert RunDir(out).load_checkpoint()["model"].keys() == state["model"].keys()  # nothing of it lost
 

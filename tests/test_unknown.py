@@ -126,11 +126,23 @@ def test_temperature_scaling_lowers_the_ece_of_an_overconfident_model():
     honest = np.where(labels == 1, 1.4, -1.4)[:, None] * np.array([[-0.5, 0.5]]) + rng.normal(0, 1.5, (2000, 2))
     logits = 5 * honest
     before = calibration.ece(calibration.softmax(logits, False), labels)
-    t = calibration.fit_temperature(logits, labels, binary=False)
+    t = calibration.calibrated_temperature(logits, labels, binary=False)
     after = calibration.ece(calibration.softmax(logits / t, False), labels)
     assert t > 2
     assert after < before / 3
     assert after < 0.03
+
+
+def test_a_temperature_that_raises_the_ece_of_a_few_validation_photos_is_left_out():
+    logits = np.array(
+        [[-0.4, -0.5], [1.3, -1.1], [-0.9, 1.1], [-0.5, 0.4], [1.3, 0.8], [0.5, -0.4], [1.4, 0.4], [-1, -0.3]]
+    )
+    labels = np.array([1, 0, 1, 1, 1, 0, 0, 0])
+    fitted = calibration.fit_temperature(logits, labels, binary=False)
+    assert calibration.ece(calibration.softmax(logits / fitted, False), labels) > calibration.ece(
+        calibration.softmax(logits, False), labels
+    )
+    assert calibration.calibrated_temperature(logits, labels, binary=False) == 1.0
 
 
 @pytest.mark.parametrize("binary", [False, True])
