@@ -106,11 +106,12 @@ def _check_folder(path, what: str = "folder") -> Path:
     return folder
 
 
-def read_folder(path, classes: list[str] | None = None) -> Labelled:
+def read_folder(path, classes: list[str] | None = None, whose: str = "the model's") -> Labelled:
     """The labelled images in one folder: class subfolders, or flat Kaggle-style names.
 
-    With `classes` (a model's), labels index into that list, and a class the model does not
-    know is an error; without, the classes are the sorted names found, and at least two are needed.
+    With `classes` (`whose` classes: a model's, or the training photos'), labels index into that
+    list, and a class not in it is an error; without, the classes are the sorted names found, and
+    at least two are needed.
     """
     folder = _check_folder(path)
     by_class, left_out, empty = _class_folders(folder)
@@ -132,9 +133,11 @@ def read_folder(path, classes: list[str] | None = None) -> Labelled:
         classes = found
     else:
         unknown = [c for c in found if c not in classes]
+        if set(unknown) & {TRAIN_DIR, TEST_DIR}:
+            raise UserError(f"{folder}: holds the tutorial's layout; give {folder / TEST_DIR} to validate on")
         if unknown:
             raise UserError(
-                f"{folder}: class {', '.join(unknown)} is not one of the model's classes ({', '.join(classes)})"
+                f"{folder}: class {', '.join(unknown)} is not one of {whose} classes ({', '.join(classes)})"
             )
     for d in empty:
         left_out[d] = f"holds no images, so it is not a class (the classes are {', '.join(found)})"
@@ -215,10 +218,10 @@ def train_val_split(data, val=None, val_fraction: float = 0.2, seed: int = 0) ->
         for d in sorted(folder.iterdir()):
             if d.is_dir() and d.name not in (TRAIN_DIR, TEST_DIR) and not d.name.startswith(".") and not pawnets_own(d):
                 train.left_out[d] = f"not read: beside {TRAIN_DIR}/ and {TEST_DIR}/, only those two are"
-        return train, read_folder(folder / TEST_DIR, train.classes), f"{TRAIN_DIR}/ and {TEST_DIR}/"
+        return train, _validation(folder / TEST_DIR, train.classes), f"{TRAIN_DIR}/ and {TEST_DIR}/"
     train = read_folder(folder / TRAIN_DIR if has_tutorial_layout(folder) else folder)
     if val is not None:
-        return train, read_folder(val, train.classes), "--val folder"
+        return train, _validation(val, train.classes), "--val folder"
     rng = random.Random(seed)
     train_idx, val_idx = [], []
     for c in range(len(train.classes)):
@@ -234,6 +237,14 @@ def train_val_split(data, val=None, val_fraction: float = 0.2, seed: int = 0) ->
         train.subset(sorted(val_idx)),
         f"{round(val_fraction * 100)}% of DATA held out",
     )
+
+
+def _validation(folder, classes: list[str]) -> Labelled:
+    val = read_folder(folder, classes, "the training")
+    missing = [c for c, n in val.counts().items() if n == 0]
+    if missing:
+        val.left_out[Path(folder)] = f"holds no photos of {', '.join(missing)}, so validation measures nothing of them"
+    return val
 
 
 def photo_folder(path, option: str) -> list[Path]:

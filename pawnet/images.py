@@ -66,14 +66,10 @@ def _open(source) -> Image.Image:
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
     with warnings.catch_warnings():
-        # Pillow only warns between 1x and 2x its limit; a bomb is refused at 1x.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(source)
-        except Image.DecompressionBombWarning as e:
-            raise ImageError(f"refused: image too large ({e})") from None
-    _check_pixels(img, MAX_PIXELS)
-    return img
+        # Pillow warns between 1x and 2x its limit (and refuses above): `load_pixels` checks the
+        # size itself, after a JPEG's reduction, before anything is decoded.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(source)
 
 
 def _check_pixels(img: Image.Image, limit: int) -> None:

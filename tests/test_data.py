@@ -46,8 +46,15 @@ def test_held_out_split_is_stratified_and_seeded(dataset):
 def test_val_folder_must_share_the_classes(tmp_path):
     data = make_dataset(tmp_path / "d", n=4)
     val = make_dataset(tmp_path / "v", classes=("horizontal", "disc"), n=2)
-    with pytest.raises(UserError, match="disc"):
+    with pytest.raises(UserError, match=r"class disc is not one of the training classes \(horizontal, vertical\)"):
         train_val_split(data, val)
+    _, one_class, _ = train_val_split(data, make_dataset(tmp_path / "h", classes=("horizontal",), n=2))
+    assert one_class.warnings() == [
+        f"{tmp_path / 'h'}: holds no photos of vertical, so validation measures nothing of them"
+    ]
+    tutorial = make_dataset(tmp_path / "t", n=4, layout="tutorial")
+    with pytest.raises(UserError, match=f"holds the tutorial's layout; give {tutorial / 'test_set'} to validate on"):
+        train_val_split(data, tutorial)
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,20 @@ def test_decompression_bomb_is_refused(tmp_path):
         load_pixels(path, PREP)
 
 
+@pytest.mark.parametrize("kind", ["jpeg", "progressive", "png"])
+def test_a_photo_over_the_pixel_limit_is_read_only_where_its_jpeg_decodes_smaller(tmp_path, monkeypatch, kind):
+    # A 100-megapixel camera's JPEG is decoded at an eighth of its size: under the limit. A PNG,
+    # or a progressive JPEG (its decoder holds the whole image), is refused.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    path = tmp_path / ("big.png" if kind == "png" else "big.jpg")
+    Image.fromarray(halves(1600, 1200)).save(path, progressive=kind == "progressive")  # 1.92 megapixels
+    if kind == "jpeg":
+        assert load_pixels(path, PREP, max_pixels=1_000_000).shape == (PREP.size, PREP.size, 3)
+    else:
+        with pytest.raises(ImageError, match="over the pixel limit"):
+            load_pixels(path, PREP, max_pixels=1_000_000)
+
+
 @pytest.mark.parametrize(
     "content",
     [b"", b"this is not an image", b"\xff\xd8\xff\xe0" + b"\x00" * 50],
