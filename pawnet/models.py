@@ -157,7 +157,7 @@ class SmallNet(nn.Module):
     def fit_first_layer(self, pixels: np.ndarray) -> None:
         """The first convolution's filters from the training photos, then fixed: the principal
         directions of their 3x3 patches, each beside its opposite (a data-dependent first layer,
-        as the fast CIFAR-10 recipes whiten theirs). Measured on the shared photos: 1 to 2 points
+        as the fast CIFAR-10 recipes whiten theirs). Measured on the shared photos: 1.5 to 2.3 points
         more at the same 40 epochs (benchmarks/README.md). Computed from every photo alike, with
         no random numbers, so a resumed run computes the same filters."""
         conv = self.features[0]
