@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
+
+FULL = 64 << 20  # bytes free under which a failed write is put down to a full disk
 
 
 @contextmanager
@@ -30,8 +34,22 @@ def replacing(path: Path, durable: bool = False):
         os.replace(tmp, path)
         if durable:
             _fsync(path.parent)
+    except Exception as e:
+        # Writers in C (PyTorch's zip writer, safetensors) report a full disk in words of their own.
+        if _disk_full(e, path.parent):
+            raise UserError(f"{path}: not written, the disk is full (the file there before, if any, is kept)") from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _disk_full(error: Exception, folder: Path) -> bool:
+    if getattr(error, "errno", None) == errno.ENOSPC:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < FULL
+    except OSError:
+        return False
 
 
 def _umask() -> int:

@@ -62,10 +62,11 @@ class RunSettings:
             batch_size=_given(self.batch_size, recipe.batch_size),
             preprocessing=replace(recipe.preprocessing, size=_given(self.img_size, recipe.preprocessing.size)),
         )
-        if min(recipe.epochs, recipe.batch_size) < 1 or not MIN_SIZE <= recipe.preprocessing.size <= MAX_SIZE:
-            raise UserError(
-                f"--epochs and --batch-size must be at least 1, and --img-size from {MIN_SIZE} to {MAX_SIZE}"
-            )
+        for option, value in (("--epochs", recipe.epochs), ("--batch-size", recipe.batch_size)):
+            if value < 1:
+                raise UserError(f"{option} {value}: must be at least 1")
+        if not MIN_SIZE <= recipe.preprocessing.size <= MAX_SIZE:
+            raise UserError(f"--img-size {recipe.preprocessing.size}: must be from {MIN_SIZE} to {MAX_SIZE}")
         return recipe
 
 

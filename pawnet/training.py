@@ -208,9 +208,13 @@ def _find_photos(run: Run) -> None:
     if note := label_note(s.data, run.train_set.files):
         run.log(note)
     run.log(
-        f"data: {len(run.train_set)} training images, {len(run.val_set)} validation images ({run.val_source}); "
-        f"classes: {', '.join(run.classes)}"
+        f"data: {_images(len(run.train_set), 'training')}, {_images(len(run.val_set), 'validation')} "
+        f"({run.val_source}); classes: {', '.join(run.classes)}"
     )
+
+
+def _images(n: int, kind: str) -> str:
+    return f"{n} {kind} image" + ("" if n == 1 else "s")
 
 
 def _open_folder(run: Run) -> None:
