@@ -4,7 +4,7 @@ The usual loop is written as most tutorials write it: a Dataset that opens and r
 with PIL in __getitem__, augments it image by image, and a DataLoader with 2 workers.
 
     python benchmarks/train_speed.py [DATA] [--epochs 6]
-    python benchmarks/train_speed.py [DATA] --small [--small-args "--img-size 96 --epochs 70"]
+    python benchmarks/train_speed.py [DATA] --small [--small-args "--img-size 128 --epochs 100"]
 
 Prints both wall times (the first epoch's decoding included; pawnet's disk cache is off), the
 ratio, and pawnet's steady-state training images/s. With --small, the usual loop's wall time is

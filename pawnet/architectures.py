@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from . import augment
 from .images import Preprocessing
-from .models import EfficientNetLite0, SeedNet, SmallNet, SmallNet1, imagenet_weights
+from .models import EfficientNetLite0, SeedNet, SmallNet, SmallNet1, SmallNet2, imagenet_weights
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "small": Architecture(
         SmallNet,
         Recipe(
-            Preprocessing(size=64, mean=(124.0, 116.0, 104.0), std=(58.0, 57.0, 57.0)),
+            Preprocessing(size=96, mean=(124.0, 116.0, 104.0), std=(58.0, 57.0, 57.0)),
             augment.Augmentation(
                 zoom=(0.75, 1.15),
                 translate=0.1,
@@ -75,7 +75,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 contrast=0.25,
                 saturation=0.25,
             ),
-            epochs=40,
+            epochs=50,
             batch_size=64,
             optimizer="adamw",
             lr=3e-3,
@@ -83,7 +83,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             schedule="onecycle",
             label_smoothing=0.1,
         ),
-        earlier={1: SmallNet1},
+        earlier={1: SmallNet1, 2: SmallNet2},
     ),
     # Chosen by measuring on the shared photos (benchmarks/README.md): a head on 256 px features.
     "efficientnet_lite0": Architecture(

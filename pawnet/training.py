@@ -288,7 +288,7 @@ def _build_network(run: Run) -> None:
     torch.manual_seed(run.settings.seed)
     if device.type == "cpu":  # processes sharing a machine share its cores
         torch.set_num_threads(max(1, cpu_count() // run.group.local_world))
-    run.model = build(run.settings.arch, len(run.classes), recipe.preprocessing, pretrained=True)
+    run.model = build(run.settings.arch, len(run.classes), recipe.preprocessing, pretrained=True, revision=_layout(run))
     run.model = run.model.to(device, memory_format=torch.channels_last)
     if run.class_weights is not None:
         run.class_weights = run.class_weights.to(device)
@@ -310,6 +310,13 @@ def _build_network(run: Run) -> None:
             run.optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.15
         )
     run.scaler = torch.amp.GradScaler(device.type, enabled=run.precision.scaled)
+
+
+def _layout(run: Run) -> int | None:
+    """A run being continued keeps the network layout it began with, so a newer pawnet with
+    another layout still finishes it (None: the newest, as for a run stopped before its model
+    card was written)."""
+    return (run.folder.read_config() or {}).get("network_revision") if run.resuming else None
 
 
 def _batchnorm(run: Run) -> str | None:

@@ -1,5 +1,6 @@
 """Every architecture family learns a multi-class problem, and the pretrained weights are the package's."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,9 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import pawnet
-from pawnet.architectures import build
+from pawnet.architectures import ARCHITECTURES, build
 from pawnet.images import Preprocessing, load_pixels
-from pawnet.models import SmallNet1, imagenet_weights
+from pawnet.models import SmallNet, SmallNet1, SmallNet2, imagenet_weights
 
 from conftest import make_dataset, run_cli
 
@@ -75,19 +76,47 @@ def test_small_s_first_filters_are_the_photos_patch_directions_and_stay_fixed(th
     assert torch.allclose(weights[:half] @ weights[:half].T, torch.eye(half), atol=1e-5)
 
 
-def test_a_small_model_of_the_first_layout_still_loads(three_classes, tmp_path):
-    """Models trained before `small` became narrower (no network_revision in their config) load
-    with the layout they were trained with, and predict what that network computes."""
+def test_a_run_begun_with_the_layout_before_is_finished_with_it(three_classes, tmp_path, monkeypatch):
+    """A run interrupted under a pawnet whose `small` had the layout before continues, under this
+    one, with the network it began with, and its model says which."""
+    run = tmp_path / "run"
+
+    def interrupt_after_the_first_epoch(line):
+        if line.startswith("epoch   1/"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(ARCHITECTURES, "small", dataclasses.replace(ARCHITECTURES["small"], network=SmallNet2))
+    with pytest.raises(KeyboardInterrupt):
+        pawnet.train(three_classes, arch="small", epochs=3, img_size=32, out=run, log=interrupt_after_the_first_epoch)
+    monkeypatch.undo()
+    assert ARCHITECTURES["small"].network is SmallNet
+
+    clf = pawnet.resume(run, log=lambda *_: None)
+    assert type(clf.model) is SmallNet2
+    config = json.loads((run / "config.json").read_text())
+    assert config["network_revision"] == 2 and config["metrics"]["epochs"] == 3
+    assert config["metrics"]["resumed_after_epoch"] == 1
+    assert type(pawnet.load(run, engine="torch").model) is SmallNet2
+
+
+@pytest.mark.parametrize("revision, layout", [(1, SmallNet1), (2, SmallNet2)])
+def test_a_small_model_of_an_earlier_layout_still_loads(three_classes, tmp_path, revision, layout):
+    """Models trained with an earlier `small` layout (the first: no network_revision in their
+    config; the second: batch norm before pooling) load with the layout they were trained with,
+    and predict what that network computes."""
     run = tmp_path / "run"
     pawnet.train(three_classes, arch="small", epochs=1, img_size=32, out=run, log=lambda *_: None)
     config = json.loads((run / "config.json").read_text())
-    assert config["network_revision"] == 2
+    assert config["network_revision"] == 3
     prep = Preprocessing.from_dict(config["preprocessing"])
-    old = build("small", 3, prep, revision=1).eval()
-    assert isinstance(old, SmallNet1)
+    old = build("small", 3, prep, revision=revision).eval()
+    assert isinstance(old, layout)
     save_file(old.state_dict(), str(run / "model.safetensors"))
-    for key in ("network_revision", "unknown"):
-        del config[key]
+    del config["unknown"]
+    if revision == 1:
+        del config["network_revision"]
+    else:
+        config["network_revision"] = revision
     (run / "config.json").write_text(json.dumps(config))
     (run / "unknown.safetensors").unlink()
 
@@ -98,7 +127,7 @@ def test_a_small_model_of_the_first_layout_still_loads(three_classes, tmp_path):
         expected = (old(x) / config["calibration"]["temperature"]).softmax(1)[0]
     assert [prediction["probabilities"][c] for c in config["classes"]] == pytest.approx(expected.tolist(), abs=1e-5)
 
-    for revision, error in (("two", "network_revision must be a whole number"), (3, "not one this pawnet knows")):
+    for revision, error in (("two", "network_revision must be a whole number"), (4, "not one this pawnet knows")):
         config["network_revision"] = revision
         (run / "config.json").write_text(json.dumps(config))
         result = run_cli("predict", run, photo)
