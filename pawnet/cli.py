@@ -562,7 +562,14 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes a list of positionals from one run of words only: photos named after an
+    # option (`predict RUN --engine torch photo.jpg`) would be refused, though they mean one thing.
+    if extra and isinstance(getattr(args, "paths", None), list) and not any(w.startswith("-") for w in extra):
+        args.paths += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # The command is the whole process, so it may set the allocator for all of it (a library
     # import may not): every network runs faster on a CPU with it (allocator.py).
     keep_freed_memory()

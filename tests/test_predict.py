@@ -59,6 +59,17 @@ def test_predict_table_line(trained_model, tmp_path, capsys):
     assert name == str(path) and label in ("horizontal", "vertical") and 0.5 <= float(prob) <= 1
 
 
+def test_photos_named_after_an_option_are_photos_too(trained_model, tmp_path, capsys):
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    for i, path in enumerate(paths):
+        Image.fromarray(pattern("horizontal", 48, seed=i)).save(path)
+    argv = ["predict", str(trained_model), str(paths[0]), "--engine", "torch", str(paths[1]), "--json", str(paths[2])]
+    assert main(argv) == 0
+    assert [r["path"] for r in read_json(capsys.readouterr().out)] == [str(p) for p in paths]
+    result = run_cli("predict", trained_model, paths[0], "--bogus", paths[1])
+    assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
+
+
 def test_python_api_predicts_arrays_and_pil_images(trained_model):
     clf = pawnet.load(trained_model)
     img = pattern("vertical", 48, seed=3)
