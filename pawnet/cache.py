@@ -64,7 +64,11 @@ def stamp(st: os.stat_result) -> list[int]:
 def _key(files: list[Path], prep: Preprocessing) -> str:
     h = hashlib.sha256(json.dumps([CACHE_VERSION, prep.to_dict()]).encode())
     for f in files:
-        h.update(f"{f.resolve()}\0{stamp(f.stat())}\n".encode())
+        try:
+            signature = stamp(f.stat())
+        except OSError:  # gone or a link to nothing: decoding skips it and says why
+            signature = None
+        h.update(f"{f.resolve()}\0{signature}\n".encode())
     return h.hexdigest()[:32]
 
 

@@ -93,7 +93,8 @@ def _images_under(folder: Path, left_out: dict | None = None) -> list[Path]:
                 dirs.remove(d)
                 if left_out is not None:
                     left_out[top / d] = f"{why}; its files are not read as photos"
-        found += [top / f for f in files if is_image_file(top / f) and (top / f).is_file()]
+        # A link to nothing is kept, so that reading it says so rather than it vanishing unsaid.
+        found += [top / f for f in files if is_image_file(top / f) and ((top / f).is_file() or (top / f).is_symlink())]
     return sorted(found)
 
 

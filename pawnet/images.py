@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -145,6 +146,8 @@ def reason(e: Exception) -> str:
         return f"refused: image too large ({text})"
     if isinstance(e, PermissionError):
         return "permission denied"
+    if isinstance(e, FileNotFoundError) and e.filename and os.path.islink(e.filename):
+        return f"a link to {os.readlink(e.filename)}, which is not there"
     if isinstance(e, OSError) and e.strerror:  # the system's words without "[Errno 2] ... 'path'"
         return e.strerror
     return text

@@ -263,9 +263,15 @@ def _decode(run: Run) -> None:
     run.val_y = np.asarray(run.val_set.labels, dtype=np.int64)[val_dec.ok]
     run.train_inputs, run.val_inputs = train_dec.pixels, val_dec.pixels
     run.decode_seconds = time.perf_counter() - run.started
+    unreadable = len(run.skipped)
     run.log(
         f"decoded in {run.decode_seconds:.1f}s"
-        + (f"; {len(run.skipped)} unreadable files skipped" if run.skipped else "")
+        + (
+            f"; {unreadable} unreadable file{'' if unreadable == 1 else 's'} skipped: "
+            f"{_images(len(run.train_y), 'training')} and {_images(len(run.val_y), 'validation')} left"
+            if unreadable
+            else ""
+        )
     )
     run.counts = np.bincount(run.train_y, minlength=len(run.classes)).tolist()
     if min(run.counts) == 0:

@@ -179,6 +179,15 @@ def test_data_check_lists_a_file_it_may_not_read_as_unreadable(tmp_path, capsys,
     assert f"unreadable  {locked}: permission denied" in out
 
 
+def test_data_check_lists_a_link_to_nothing_as_unreadable(tmp_path, capsys):
+    data = make_dataset(tmp_path / "d", n=3)
+    (data / "horizontal" / "gone.png").symlink_to(tmp_path / "moved-away.png")
+    for _ in range(2):  # the second time with the first one's results kept
+        status, out = _data_check(data, capsys)
+        assert status == 0
+        assert f"unreadable  {data / 'horizontal' / 'gone.png'}: a link to {tmp_path / 'moved-away.png'}" in out
+
+
 def test_empty_and_unreadable_files_are_not_duplicates_of_each_other(tmp_path, capsys):
     from pawnet import audit
 

@@ -67,11 +67,16 @@ def test_unreadable_training_images_are_skipped_and_listed(tmp_path):
     data = make_dataset(tmp_path / "d", n=8)
     (data / "horizontal" / "zero.jpg").write_bytes(b"")
     (data / "vertical" / "text.png").write_text("hello")
+    (data / "vertical" / "gone.png").symlink_to(tmp_path / "moved-away.png")
     messages = []
     clf = pawnet.train(data, epochs=1, img_size=32, out=tmp_path / "run", log=messages.append)
     skipped = clf.config["data"]["skipped"]
-    assert set(skipped) == {str(data / "horizontal" / "zero.jpg"), str(data / "vertical" / "text.png")}
-    assert any("2 unreadable files skipped" in m for m in messages)
+    assert skipped == {
+        str(data / "horizontal" / "zero.jpg"): "not an image Pillow can read",
+        str(data / "vertical" / "gone.png"): f"a link to {tmp_path / 'moved-away.png'}, which is not there",
+        str(data / "vertical" / "text.png"): "not an image Pillow can read",
+    }
+    assert any("3 unreadable files skipped: 13 training images and 3 validation images left" in m for m in messages)
 
 
 def test_class_imbalance_turns_on_weights(tmp_path):
