@@ -574,6 +574,10 @@ def main(argv: list[str] | None = None) -> int:
     # import may not): every network runs faster on a CPU with it (allocator.py).
     keep_freed_memory()
     try:
+        if empty := _empty_path(args):
+            # "" is what an unset shell variable gives ("$MODEL"); taken as a path it would be the
+            # current folder, and predict would label every photo under it.
+            raise UserError(f"{empty}: an empty path names no file or folder")
         status = COMMANDS[args.command](args)
         sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is seen below
         return status
@@ -591,6 +595,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if _unread(sys.stdout) else _unexpected(e)
     except Exception as e:  # a bug, not a user mistake: say so in one line unless asked for more
         return _unexpected(e)
+
+
+# The arguments that name files or folders, as the usage names them.
+PATH_ARGUMENTS = {
+    "data": "DATA",
+    "paths": "PATH",
+    "model": "MODEL",
+    "image": "IMAGE",
+    "resume": "--resume",
+    "out": "--out",
+    "val": "--val",
+    "report": "--report",
+    "unknown": "--unknown",
+    "check": "--check",
+    "dest": "DEST",
+}
+
+
+def _empty_path(args) -> str | None:
+    for dest, name in PATH_ARGUMENTS.items():
+        value = getattr(args, dest, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            return name
+    return None
 
 
 def _unread(stream) -> bool:

@@ -86,6 +86,25 @@ def test_user_mistakes_exit_2_with_one_line(trained_model, tmp_path, args, messa
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (["predict", "", "photo.png"], "PATH"),
+        (["predict", "photo.png", ""], "PATH"),
+        (["train", "d", "--out", ""], "--out"),
+        (["train", "--resume", ""], "--resume"),
+        (["evaluate", "default", ""], "DATA"),
+        (["data", "check", ""], "DATA"),
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, args, name):
+    make_dataset(tmp_path / "d", n=3)
+    (tmp_path / "d" / "horizontal" / "0.png").rename(tmp_path / "photo.png")
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == f"pawnet: error: {name}: an empty path names no file or folder\n"
+
+
 def test_a_run_refused_for_its_photos_leaves_nothing_and_the_same_command_then_trains(tmp_path):
     data = make_dataset(tmp_path / "d", n=6, size=32)
     for photo in (data / "vertical").iterdir():
