@@ -124,8 +124,8 @@ class SmallNet(nn.Module):
     Four blocks of convolution, 2x2 max pooling, batch norm and ReLU (steps 1 and 2), the last
     three with a second convolution after the pooling, where it costs a quarter of the work it
     would before it. Pooling straight after the convolution leaves batch norm and ReLU, whose
-    passes over memory took most of a training step, a quarter of the pixels: 1.4 times the
-    images a second at 64 px, 1.5 at 96 (benchmarks/README.md). Global average pooling in place
+    passes over memory took a third of a training step, a quarter of the pixels: 1.3 to 1.5 times
+    the training images a second (benchmarks/README.md, step_profile.py). Global average pooling in place
     of flattening (step 3: one number per feature map, so the dense layer stays small and the
     network accepts any image size), dropout, and one dense layer with a softmax over the classes
     (step 4).
@@ -135,7 +135,7 @@ class SmallNet(nn.Module):
     """
 
     binary = False
-    # Saved in config.json: a model trained with an earlier layout (SmallNet1) still loads.
+    # Saved in config.json: a model trained with an earlier layout (SmallNet1, SmallNet2) still loads.
     revision = 3
     widths = (24, 48, 96, 192)
 
@@ -187,7 +187,7 @@ class SmallNet(nn.Module):
 
 class SmallNet2(SmallNet):
     """The second `small` layout: batch norm and ReLU before each pooling. Kept so that the models
-    trained with it still load and predict."""
+    trained with it still load and predict, and its interrupted runs still resume."""
 
     revision = 2
 
