@@ -1,5 +1,7 @@
-"""Where the benchmarks find the real photos: ../shared/datasets/cats-vs-dogs beside the project."""
+"""Where the benchmarks find the real photos (../shared/datasets/cats-vs-dogs beside the project),
+and the CPU their timings are named with."""
 
+import platform
 import sys
 from pathlib import Path
 
@@ -12,3 +14,14 @@ def missing(data: Path) -> bool:
         return False
     print(f"no data at {data}", file=sys.stderr)
     return True
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what Python knows of the machine."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -11,7 +11,6 @@ machine meanwhile.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
@@ -21,6 +20,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from pawnet.architectures import ARCHITECTURES
 from pawnet.models import SmallNet, SmallNet2, to_input
+
+from photos import cpu_name
 
 RECIPE = ARCHITECTURES["small"].recipe
 
@@ -53,7 +54,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--rows", type=int, default=8)
     args = p.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}")
     for name, layout in (("before (batch norm and ReLU, then pooling)", SmallNet2), ("now (pooling first)", SmallNet)):
         step = stepper(layout, args.size, args.batch)
         for _ in range(3):

@@ -14,7 +14,6 @@ of the check: `outputs` on test_set with the check and without it.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -26,6 +25,8 @@ from pawnet.cache import cached_decode
 from pawnet.calibration import softmax
 from pawnet.data import collect_images, read_folder
 from pawnet.unknown import KEEP, UnknownCheck, auroc
+
+from photos import cpu_name
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -99,7 +100,7 @@ def main() -> None:
     labels = np.concatenate([train.labels, train.labels])
     vectors = {name: model.vectors(p) for name, p in pixels.items()}
     scores = _scores(model, train_vectors, labels, vectors["test_set"])
-    print(f"{model}; {platform.processor() or platform.machine()}")
+    print(f"{model}; {cpu_name()}")
     print("| score | not-pets unknown | other-source known | AUROC test_set vs not-pets |")
     print("| --- | --- | --- | --- |")
     for name, score in scores.items():
