@@ -28,7 +28,7 @@ from PIL import Image
 
 from .atomic import write_text
 from .cache import cache_dir, cpu_count, stamp
-from .data import MANIFEST, TEST_DIR, TRAIN_DIR, has_tutorial_layout, quarantine_folder, read_folder
+from .data import MANIFEST, TEST_DIR, TRAIN_DIR, check_folder, has_tutorial_layout, quarantine_folder, read_folder
 from .errors import UserError
 from .images import MAX_PIXELS, reason, to_rgb
 from .progress import bar
@@ -149,9 +149,7 @@ def _where(group: list[dict]) -> list[str]:
 
 def check(data, use_cache: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) -> dict:
     """Audit a data set; returns the summary and the full lists (what `--json` prints)."""
-    root = Path(data)
-    if not root.is_dir():
-        raise UserError(f"{root}: no such folder")
+    root = check_folder(data)
     start = time.perf_counter()
     files, warnings = labelled_files(root)
     entries = [{"path": str(f), "split": s, "class": c} for f, s, c in files]
@@ -308,8 +306,8 @@ def label_note(data, train_files) -> str:
         issues = json.loads(label_record(Path(data)).read_text())["label_issues"]
     except (OSError, ValueError, KeyError, TypeError):
         return f"note: pawnet data check {data} --labels finds the photos whose label looks wrong, before training"
-    training = {str(Path(f).resolve()) for f in train_files}
-    found = [i for i in issues if str(Path(i["path"]).resolve()) in training]
+    training = {os.path.realpath(f) for f in train_files}
+    found = [i for i in issues if os.path.realpath(i["path"]) in training]
     if not found:
         return ""
     return (

@@ -68,7 +68,7 @@ def _key(files: list[Path], prep: Preprocessing) -> str:
             signature = stamp(f.stat())
         except OSError:  # gone or a link to nothing: decoding skips it and says why
             signature = None
-        h.update(f"{f.resolve()}\0{signature}\n".encode())
+        h.update(f"{os.path.realpath(f)}\0{signature}\n".encode())  # realpath: a link loop is no error
     return h.hexdigest()[:32]
 
 

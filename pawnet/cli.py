@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import sys
 import traceback
 from pathlib import Path
@@ -578,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
             # "" is what an unset shell variable gives ("$MODEL"); taken as a path it would be the
             # current folder, and predict would label every photo under it.
             raise UserError(f"{empty}: an empty path names no file or folder")
+        if getattr(args, "token", None) == "":
+            raise UserError("--token: empty, so no request could ever be let in")
         status = COMMANDS[args.command](args)
         sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is seen below
         return status
@@ -609,6 +612,7 @@ PATH_ARGUMENTS = {
     "report": "--report",
     "unknown": "--unknown",
     "check": "--check",
+    "calibrate": "--calibrate",
     "dest": "DEST",
 }
 
@@ -625,12 +629,20 @@ def _unread(stream) -> bool:
     """Whether nobody reads `stream` any more; if so, what is left for it goes nowhere."""
     try:
         stream.flush()
-        return False
+        gone = False
     except BrokenPipeError:
+        gone = True
+    if not gone and hasattr(select, "poll"):
+        # The write that failed may have dropped what it held, so that flush succeeds on a pipe
+        # whose reader is gone: the pipe itself says so (POLLERR on its writing end).
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        gone = any(event & select.POLLERR for _, event in poller.poll(0))
+    if gone:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, stream.fileno())
         os.close(devnull)
-        return True
+    return gone
 
 
 def _unexpected(error: BaseException) -> int:

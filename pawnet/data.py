@@ -93,12 +93,17 @@ def _images_under(folder: Path, left_out: dict | None = None) -> list[Path]:
                 dirs.remove(d)
                 if left_out is not None:
                     left_out[top / d] = f"{why}; its files are not read as photos"
-        # A link to nothing is kept, so that reading it says so rather than it vanishing unsaid.
-        found += [top / f for f in files if is_image_file(top / f) and ((top / f).is_file() or (top / f).is_symlink())]
+        found += [top / f for f in files if _listed(top / f)]
     return sorted(found)
 
 
-def _check_folder(path, what: str = "folder") -> Path:
+def _listed(path: Path) -> bool:
+    """An image file, or a link by an image's name to nothing (or to itself): kept, so that reading
+    it says why it failed rather than it vanishing unsaid."""
+    return is_image_file(path) and (path.is_file() or path.is_symlink())
+
+
+def check_folder(path, what: str = "folder") -> Path:
     folder = Path(path)
     if not folder.exists():
         raise UserError(f"{folder}: no such {what}")
@@ -114,7 +119,7 @@ def read_folder(path, classes: list[str] | None = None, whose: str = "the model'
     list, and a class not in it is an error; without, the classes are the sorted names found, and
     at least two are needed.
     """
-    folder = _check_folder(path)
+    folder = check_folder(path)
     by_class, left_out, empty = _class_folders(folder)
     unlabelled: list[Path] = []
     if not by_class:
@@ -165,7 +170,7 @@ def _class_folders(folder: Path) -> tuple[dict[str, list[Path]], dict[Path, str]
             by_class[d.name] = files
         else:
             empty.append(d)
-    loose = sorted(f for f in folder.iterdir() if f.is_file() and is_image_file(f))
+    loose = sorted(f for f in folder.iterdir() if _listed(f))
     if by_class and loose:
         n = len(loose)
         left_out[loose[0] if n == 1 else folder] = (
@@ -180,7 +185,7 @@ def _flat_names(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
     """A flat folder's images by the label in their names (cat.12.jpg), and those without one."""
     by_class: dict[str, list[Path]] = {}
     unlabelled: list[Path] = []
-    for f in sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p)):
+    for f in sorted(p for p in folder.iterdir() if _listed(p)):
         m = _KAGGLE_NAME.match(f.name)
         if m:
             by_class.setdefault(m.group(1).lower(), []).append(f)
@@ -203,7 +208,7 @@ def has_tutorial_layout(path) -> bool:
 
 def evaluation_folder(path) -> Path:
     """The labelled folder to measure a model on: test_set/ for the tutorial's layout."""
-    folder = _check_folder(path)
+    folder = check_folder(path)
     return folder / TEST_DIR if has_tutorial_layout(folder) else folder
 
 
@@ -213,7 +218,7 @@ def train_val_split(data, val=None, val_fraction: float = 0.2, seed: int = 0) ->
     Validation comes from `--val`, else from the tutorial's test_set/, else from a stratified,
     seeded `val_fraction` of DATA itself.
     """
-    folder = _check_folder(data)
+    folder = check_folder(data)
     if has_tutorial_layout(folder) and val is None:
         train = read_folder(folder / TRAIN_DIR)
         for d in sorted(folder.iterdir()):
@@ -251,7 +256,7 @@ def _validation(folder, classes: list[str]) -> Labelled:
 def photo_folder(path, option: str) -> list[Path]:
     """The images under a folder given with `option` (such as --unknown), before any work
     starts: a missing folder, a file, or a folder with no images is one line."""
-    folder = _check_folder(path, f"folder of photos ({option})")
+    folder = check_folder(path, f"folder of photos ({option})")
     files = _images_under(folder)
     if not files:
         raise UserError(f"{folder}: holds no images ({option})")

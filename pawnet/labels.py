@@ -37,6 +37,7 @@ import numpy as np
 from .atomic import make_parent, replacing, write_text
 from .audit import label_record, labelled_files, quarantine
 from .cache import cache_dir, cpu_count, stamp
+from .data import check_folder
 from .errors import UserError
 from .images import ImageError, Preprocessing, load_pixels
 from .progress import bar
@@ -68,9 +69,7 @@ class Finding:
 def check_labels(data, use_cache: bool = True) -> dict:
     """Check every label in DATA (any layout `pawnet train` reads); returns the findings under
     "label_issues", most certain first, with what was checked and skipped."""
-    root = Path(data)
-    if not root.is_dir():
-        raise UserError(f"{root}: no such folder")
+    root = check_folder(data)
     start = time.perf_counter()
     entries = [(f, c) for f, _, c in labelled_files(root)[0] if c is not None]
     classes = sorted({c for _, c in entries})

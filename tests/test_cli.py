@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -95,6 +96,7 @@ def test_user_mistakes_exit_2_with_one_line(trained_model, tmp_path, args, messa
         (["train", "--resume", ""], "--resume"),
         (["evaluate", "default", ""], "DATA"),
         (["data", "check", ""], "DATA"),
+        (["export", "default", "--quantize", "--calibrate", ""], "--calibrate"),
     ],
 )
 def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, args, name):
@@ -128,6 +130,32 @@ def test_training_whose_output_nobody_reads_goes_on_to_the_end(tmp_path):
         err = p.stderr.read().decode()
     assert p.returncode == 0, err
     assert RunDir(tmp_path / "run").weights.is_file()
+
+
+def test_an_empty_token_and_a_file_for_a_folder_are_one_line(tmp_path):
+    # With a timeout of its own: a server that started would never end.
+    result = subprocess.run(
+        [sys.executable, "-m", "pawnet", "serve", "--token", ""], capture_output=True, text=True, timeout=120
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr == "pawnet: error: --token: empty, so no request could ever be let in\n"
+    )
+    (tmp_path / "photo.jpg").write_bytes(b"")
+    result = run_cli("data", "check", tmp_path / "photo.jpg")
+    assert result.returncode == 2 and result.stderr == f"pawnet: error: {tmp_path / 'photo.jpg'}: not a folder\n"
+
+
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_predict_whose_reader_stops_early_ends_quietly(trained_model, unbuffered):
+    folder = trained_model.parent / "data"  # dozens of photos: lines after the reader has gone
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | (
+        {"PYTHONUNBUFFERED": "1"} if unbuffered else {}
+    )
+    pawnet = shlex.join([sys.executable, "-m", "pawnet", "predict", str(trained_model), str(folder)])
+    script = f"{pawnet} | head -1 >/dev/null; exit ${{PIPESTATUS[0]}}"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and "unexpected" not in result.stderr, result.stderr
 
 
 def test_console_script_entry_and_version():

@@ -179,13 +179,18 @@ def test_data_check_lists_a_file_it_may_not_read_as_unreadable(tmp_path, capsys,
     assert f"unreadable  {locked}: permission denied" in out
 
 
-def test_data_check_lists_a_link_to_nothing_as_unreadable(tmp_path, capsys):
-    data = make_dataset(tmp_path / "d", n=3)
-    (data / "horizontal" / "gone.png").symlink_to(tmp_path / "moved-away.png")
+@pytest.mark.parametrize("layout, name", [("folders", "horizontal/gone.png"), ("flat", "horizontal.99.png")])
+def test_data_check_lists_links_to_nothing_as_unreadable(tmp_path, capsys, layout, name):
+    data = make_dataset(tmp_path / "d", n=3, layout=layout)
+    (data / name).symlink_to(tmp_path / "moved-away.png")
+    (data / name).with_name("loop.png" if layout == "folders" else "vertical.98.png").symlink_to(
+        "loop.png" if layout == "folders" else "vertical.98.png"
+    )
     for _ in range(2):  # the second time with the first one's results kept
         status, out = _data_check(data, capsys)
         assert status == 0
-        assert f"unreadable  {data / 'horizontal' / 'gone.png'}: a link to {tmp_path / 'moved-away.png'}" in out
+        assert f"unreadable  {data / name}: a link to {tmp_path / 'moved-away.png'}, which is not there" in out
+        assert out.count("unreadable  ") == 2
 
 
 def test_empty_and_unreadable_files_are_not_duplicates_of_each_other(tmp_path, capsys):
