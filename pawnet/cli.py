@@ -569,8 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     # option (`predict RUN --engine torch photo.jpg`) would be refused, though they mean one thing.
     if extra and isinstance(getattr(args, "paths", None), list) and not any(w.startswith("-") for w in extra):
         args.paths += extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:  # named alone: the words beside an unknown option may be photos
+        parser.error(f"unrecognized arguments: {' '.join(w for w in extra if w.startswith('-')) or ' '.join(extra)}")
     # The command is the whole process, so it may set the allocator for all of it (a library
     # import may not): every network runs faster on a CPU with it (allocator.py).
     keep_freed_memory()
