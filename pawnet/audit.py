@@ -100,13 +100,6 @@ def labelled_files(root: Path) -> tuple[list, list[str]]:
     return out, warnings
 
 
-def _stamp(f: Path) -> list[int] | None:
-    try:
-        return stamp(f.stat())
-    except OSError:
-        return None
-
-
 class _Memo:
     """Per-file results kept between runs, keyed by path and stamp (`cache.stamp`)."""
 
@@ -120,10 +113,10 @@ class _Memo:
 
     def get(self, f: Path):
         e = self.entries.get(str(f))
-        return e["info"] if e and e["stamp"] == _stamp(f) else None
+        return e["info"] if e and e["stamp"] == stamp(f) else None
 
     def put(self, f: Path, info: dict):
-        if (signature := _stamp(f)) is not None:  # a link to nothing is inspected again each time
+        if (signature := stamp(f)) is not None:  # a link to nothing is inspected again each time
             self.entries[str(f)] = {"stamp": signature, "info": info}
 
     def save(self):

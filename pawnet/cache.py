@@ -52,23 +52,24 @@ class Decoded:
         return {str(files[i]): why for i, why in self.errors.items()}
 
 
-def stamp(st: os.stat_result) -> list[int]:
-    """What changes when a file's content does. Size and modification time alone do not: a tool
-    that rewrites a photo at the same size and puts its mtime back (rsync, a tag editor, tar)
-    would be served the old pixels. The status-change time moves on any rewrite and cannot be set
-    back, and the inode changes when a file is replaced; both come with the same stat call, where
-    hashing every file would cost a cached run most of what decoding costs."""
+def stamp(path: Path) -> list[int] | None:
+    """What changes when a file's content does, or None where it cannot be stat'ed (gone since it
+    was listed, a link to nothing or to itself: reading it says why). Size and modification time
+    alone do not: a tool that rewrites a photo at the same size and puts its mtime back (rsync, a
+    tag editor, tar) would be served the old pixels. The status-change time moves on any rewrite
+    and cannot be set back, and the inode changes when a file is replaced; both come with the same
+    stat call, where hashing every file would cost a cached run most of what decoding costs."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
     return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
 def _key(files: list[Path], prep: Preprocessing) -> str:
     h = hashlib.sha256(json.dumps([CACHE_VERSION, prep.to_dict()]).encode())
     for f in files:
-        try:
-            signature = stamp(f.stat())
-        except OSError:  # gone or a link to nothing: decoding skips it and says why
-            signature = None
-        h.update(f"{os.path.realpath(f)}\0{signature}\n".encode())  # realpath: a link loop is no error
+        h.update(f"{os.path.realpath(f)}\0{stamp(f)}\n".encode())  # realpath: a link loop is no error
     return h.hexdigest()[:32]
 
 

@@ -324,12 +324,7 @@ def _vectors(files: list[Path], root: Path, use_cache: bool) -> tuple[np.ndarray
     """The body's vector of each readable file, in order; why each other file was skipped (by
     index); how many vectors came from the store; and what computed the others."""
     store = _Store.load(root) if use_cache else _Store.empty()
-    stamps: list[list[int] | None] = []
-    for f in files:
-        try:
-            stamps.append(stamp(f.stat()))
-        except OSError:
-            stamps.append(None)  # gone since it was listed: reading it says why
+    stamps = [stamp(f) for f in files]  # None for one gone since it was listed: reading it says why
     todo = [i for i, f in enumerate(files) if store.get(f, stamps[i]) is None]
     computed, errors, engine = _embed_files([files[i] for i in todo])
     errors = {todo[i]: why for i, why in errors.items()}

@@ -138,6 +138,7 @@ class SmallNet(nn.Module):
     # Saved in config.json: a model trained with an earlier layout (SmallNet1, SmallNet2) still loads.
     revision = 3
     widths = (24, 48, 96, 192)
+    pool_first = True  # each block's first convolution, then pooling, then batch norm and ReLU
 
     def __init__(self, n_classes: int = 2, size: int = 64, mean=(0, 0, 0), std=(255, 255, 255)):
         super().__init__()
@@ -149,12 +150,13 @@ class SmallNet(nn.Module):
         # Step 4: full connection.
         self.classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear(self.widths[-1], n_classes))
 
-    @staticmethod
-    def _blocks(widths) -> list[nn.Module]:
+    @classmethod
+    def _blocks(cls, widths) -> list[nn.Module]:
         layers, c_in = [], 3
         for i, w in enumerate(widths):
             conv, bn, relu = _conv_bn_relu(c_in, w)
-            layers += [conv, nn.MaxPool2d(2), bn, relu] + (_conv_bn_relu(w, w) if i else [])
+            first = [conv, nn.MaxPool2d(2), bn, relu] if cls.pool_first else [conv, bn, relu, nn.MaxPool2d(2)]
+            layers += first + (_conv_bn_relu(w, w) if i else [])
             c_in = w
         return layers
 
@@ -190,14 +192,7 @@ class SmallNet2(SmallNet):
     trained with it still load and predict, and its interrupted runs still resume."""
 
     revision = 2
-
-    @staticmethod
-    def _blocks(widths) -> list[nn.Module]:
-        layers, c_in = [], 3
-        for i, w in enumerate(widths):
-            layers += _conv_bn_relu(c_in, w) + [nn.MaxPool2d(2)] + (_conv_bn_relu(w, w) if i else [])
-            c_in = w
-        return layers
+    pool_first = False
 
 
 class SmallNet1(SmallNet):

@@ -208,13 +208,13 @@ def _find_photos(run: Run) -> None:
     if note := label_note(s.data, run.train_set.files):
         run.log(note)
     run.log(
-        f"data: {_images(len(run.train_set), 'training')}, {_images(len(run.val_set), 'validation')} "
+        f"data: {_count(len(run.train_set), 'training image')}, {_count(len(run.val_set), 'validation image')} "
         f"({run.val_source}); classes: {', '.join(run.classes)}"
     )
 
 
-def _images(n: int, kind: str) -> str:
-    return f"{n} {kind} image" + ("" if n == 1 else "s")
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def _open_folder(run: Run) -> None:
@@ -263,13 +263,12 @@ def _decode(run: Run) -> None:
     run.val_y = np.asarray(run.val_set.labels, dtype=np.int64)[val_dec.ok]
     run.train_inputs, run.val_inputs = train_dec.pixels, val_dec.pixels
     run.decode_seconds = time.perf_counter() - run.started
-    unreadable = len(run.skipped)
     run.log(
         f"decoded in {run.decode_seconds:.1f}s"
         + (
-            f"; {unreadable} unreadable file{'' if unreadable == 1 else 's'} skipped: "
-            f"{_images(len(run.train_y), 'training')} and {_images(len(run.val_y), 'validation')} left"
-            if unreadable
+            f"; {_count(len(run.skipped), 'unreadable file')} skipped: "
+            f"{_count(len(run.train_y), 'training image')} and {_count(len(run.val_y), 'validation image')} left"
+            if run.skipped
             else ""
         )
     )
