@@ -6,11 +6,14 @@ usual PyTorch loop on the same photos, one after the other; with each one's accu
 The usual loop is what a tutorial writes: the network in eval mode, float32, each photo opened
 and resized to 256 x 256 by Pillow, batches of 32, softmax, one line printed per photo. Every row
 is a separate process timed from start to end (interpreter, imports and model loading included).
-pawnet's engine "auto" is onnxruntime on a CPU; its one-time export is made before the timing, as
-is an int8 export (`pawnet export --quantize --calibrate DATA/training_set`: onnxruntime's static
-quantization, its ranges from 256 of the training photos).
+pawnet's engine "auto" is onnxruntime on a CPU (for a model holding int8 ranges, as the shipped
+one does: int8, and float32 for the photos int8 is unsure of); "onnxruntime" is float32 alone.
+Their one-time exports are made before the timing, as is an int8 file (`pawnet export --quantize
+--calibrate DATA/training_set`: onnxruntime's static quantization, its ranges from 256 of the
+training photos), which runs every photo in int8.
 Default model: the shipped one. Accuracy is on DATA's test_set/ (and on --other-source, default
-../shared/datasets/other-source where it exists), counting each photo's most probable class.
+../shared/datasets/other-source where it exists), counting each photo's most probable class; the
+last columns count the photos whose label and whose known/unknown verdict differ from float32's.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from photos import DEFAULT_DATA, missing
 
 OTHER_SOURCE = DEFAULT_DATA.parent / "other-source"
 ENGINES = [
-    ("--engine=auto", "pawnet predict --json (onnxruntime, fp32)"),
+    ("--engine=onnxruntime", "pawnet predict --json --engine onnxruntime"),
+    ("--engine=auto", "pawnet predict --json (int8, unsure: fp32)"),
     ("--engine=torch", "pawnet predict --json --engine torch"),
 ]
 
@@ -69,11 +73,9 @@ def accuracy_of_lines(text: str) -> float:
     return sum(Path(r[0]).parent.name == r[1] for r in rows) / len(rows)
 
 
-def accuracy_of_json(text: str) -> tuple[float, float, int]:
-    """Accuracy of the most probable class, the share kept as known, and the rows."""
-    rows = json.loads(text)
-    right = sum(Path(r["path"]).parent.name == max(r["probabilities"], key=r["probabilities"].get) for r in rows)
-    return right / len(rows), sum(r["known"] for r in rows) / len(rows), len(rows)
+def answers(text: str) -> dict[str, tuple[str, bool]]:
+    """Each photo's most probable class and verdict (known or not), from `predict --json`."""
+    return {r["path"]: (max(r["probabilities"], key=r["probabilities"].get), r["known"]) for r in json.loads(text)}
 
 
 def main() -> int:
@@ -112,18 +114,29 @@ def main() -> int:
     runs.append(
         ([sys.executable, "-m", "pawnet", "predict", str(int8)], "--json", "pawnet predict model.int8.onnx --json")
     )
-    print(f"{'folder':<14}{'what runs':<42}{'seconds':>8}{'images/s':>10}{'accuracy':>10}{'x usual':>9}")
+    print(
+        f"{'folder':<14}{'what runs':<44}{'seconds':>8}{'images/s':>10}{'accuracy':>10}{'x usual':>9}"
+        f"{'labels, verdicts not as fp32':>30}"
+    )
     for folder in folders:
         usual, out = timed([sys.executable, __file__, "--usual-loop", args.model, str(folder)])
         n = len(out.splitlines())
         print(
-            f"{folder.name:<14}{'usual PyTorch loop (fp32, batches of 32)':<42}{usual:8.1f}{n / usual:10.1f}"
+            f"{folder.name:<14}{'usual PyTorch loop (fp32, batches of 32)':<44}{usual:8.1f}{n / usual:10.1f}"
             f"{accuracy_of_lines(out):10.4f}"
         )
+        float32 = None
         for command, flag, label in runs:
             seconds, out = timed(command + [str(folder), "--json", flag])
-            accuracy, known, n = accuracy_of_json(out)
-            print(f"{'':<14}{label:<42}{seconds:8.1f}{n / seconds:10.1f}{accuracy:10.4f}{usual / seconds:9.2f}")
+            got = answers(out)
+            float32 = float32 or (got if flag == "--engine=onnxruntime" else None)
+            accuracy = sum(Path(path).parent.name == label for path, (label, _) in got.items()) / len(got)
+            differ = "" if float32 is None else sum(got[p][0] != float32[p][0] for p in got)
+            verdicts = "" if float32 is None else sum(got[p][1] != float32[p][1] for p in got)
+            print(
+                f"{'':<14}{label:<44}{seconds:8.1f}{len(got) / seconds:10.1f}{accuracy:10.4f}"
+                f"{usual / seconds:9.2f}{differ:>24}{verdicts:>6}"
+            )
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from .classifier import Classifier
 from .data import evaluation_folder, photo_folder, read_folder
 from .errors import UserError
 from .models import probabilities
-from .onnx_model import CONFIG_KEY, INPUT, LOOKS_LIKE, OUTPUT, SCORE, OnnxClassifier, as_input
+from .onnx_model import CONFIG_KEY, INPUT, INT8_KEY, LOOKS_LIKE, OUTPUT, SCORE, OnnxClassifier, as_input
 from .rundir import DEFAULT_MODEL, RunDir, resolve
 
 PARITY_TOLERANCE = 1e-4
@@ -62,33 +63,42 @@ class _Exported(torch.nn.Module):
         return tuple(out)
 
 
-def export(model_dir, out=None, quantize: bool = False, check=None, calibrate=None, log=print) -> dict:
+def export(
+    model_dir, out=None, quantize: bool = False, check=None, calibrate=None, log=print, keep_ranges=None
+) -> dict:
     """Export a model directory (or a loaded `Classifier`) to ONNX and return what was checked.
 
     The batch axis is dynamic. Parity: on batches of 1 and 7 (random pixels), the largest
     difference between onnxruntime's and PyTorch's probabilities must stay under 1e-4.
     With `quantize`, the network computes in int8 (onnxruntime static quantization): `calibrate`,
     a folder of photos like the model's (a few hundred of its training photos), sets the range of
-    every layer's values, and `check`, a labelled folder, measures what that costs in accuracy.
+    every layer's values (written to `keep_ranges` where given); without it, the ranges the model
+    directory holds (its int8_ranges.json) do. `check`, a labelled folder, measures what int8
+    costs in accuracy.
     """
-    if quantize and calibrate is None:
+    path = model_dir.path if isinstance(model_dir, Classifier) else resolve(model_dir)
+    stored = None if path is None else RunDir(path).int8_ranges
+    if quantize and calibrate is None and not (stored and stored.is_file()):
         raise UserError(
             "--quantize needs --calibrate PHOTOS: a folder of photos like the model's (a few hundred of its "
             "training photos will do) to set the range of each layer's values in int8"
         )
-    calibration_files = photo_folder(calibrate, "--calibrate") if quantize else None
+    calibration_files = photo_folder(calibrate, "--calibrate") if quantize and calibrate is not None else None
     clf = model_dir if isinstance(model_dir, Classifier) else Classifier.load(resolve(model_dir))
     if quantize and check is not None:
         read_folder(evaluation_folder(check), classes=clf.classes)  # a wrong folder fails now, not after the export
     out = make_parent(output_path(clf.path, out, quantize))
     remove_leftovers(out.parent, out.name)  # of exports killed before they could clean up
-    calibration = _calibration_pixels(calibrate, calibration_files, clf.preprocessing, log) if quantize else None
+    calibration = None
+    if calibration_files is not None:
+        calibration = _calibration_pixels(calibrate, calibration_files, clf.preprocessing, log)
     # Written beside `out` and put in place once checked: an export that fails or is stopped leaves
     # whatever file was there before.
     with replacing(out) as written:
         report = _checked_export(clf, written, out, log, "float32 graph " if quantize else "")
         if quantize:
-            report.update(_quantize(written, out, clf, calibration, check, log))
+            ranges = stored if calibration is None else keep_ranges
+            report.update(_quantize(written, out, clf, calibration, ranges, check, log))
     return report
 
 
@@ -98,7 +108,7 @@ def _checked_export(clf: Classifier, path: Path, name: Path, log, what: str = ""
     size = clf.preprocessing.size
     wrapper = _Exported(clf).eval()
     _write_onnx(wrapper, torch.rand(2, 3, size, size) * 255, wrapper.outputs(), path)
-    _store_config(path, {**clf.config, "exported_from": str(clf.path)})
+    _store_metadata(path, CONFIG_KEY, json.dumps({**clf.config, "exported_from": str(clf.path)}))
     if not _batch_axis_is_dynamic(path):
         raise RuntimeError(f"{name}: the exporter fixed the batch size; the file would accept one batch size only")
 
@@ -232,12 +242,12 @@ def _exporter_quiet():
         logging.getLogger().removeFilter(drop)
 
 
-def _store_config(path: Path, config: dict) -> None:
+def _store_metadata(path: Path, key: str, value: str) -> None:
     import onnx
 
     model = onnx.load(str(path))
     entry = model.metadata_props.add()
-    entry.key, entry.value = CONFIG_KEY, json.dumps(config)
+    entry.key, entry.value = key, value
     onnx.save(model, str(path))
 
 
@@ -248,16 +258,41 @@ def _batch_axis_is_dynamic(path: Path) -> bool:
     return bool(dim.dim_param) and not dim.HasField("dim_value")
 
 
-def _quantize(path: Path, name: Path, clf: Classifier, pixels: np.ndarray, check, log) -> dict:
-    """The ONNX model at `path` (to be named `name`) rewritten to compute in int8.
+QUANTIZED_OPERATORS = ["Conv", "Clip", "Add"]
+
+
+def _quantize(path: Path, name: Path, clf: Classifier, pixels, ranges, check, log) -> dict:
+    """`to_int8` the export at `path`, said in the log; with `check`, what it costs in accuracy."""
+    to_int8(path, name, pixels, ranges)
+    report = {"quantized": True, "bytes": path.stat().st_size}
+    if pixels is not None:
+        report["calibration_images"] = len(pixels)
+    source = ranges if pixels is None else f"{len(pixels)} photos"
+    log(f"quantized to int8, its ranges from {source}: {name} ({path.stat().st_size / 1e6:.2f} MB)")
+    if check is not None:
+        before = clf.evaluate(check)["accuracy"]
+        after = OnnxClassifier.load(path).evaluate(check)["accuracy"]
+        report.update({"accuracy_float": before, "accuracy_int8": after})
+        log(f"accuracy on {check}: {before:.4f} in float32, {after:.4f} in int8 ({(after - before) * 100:+.2f} points)")
+    else:
+        log("pass --check DATA to measure what int8 costs in accuracy")
+    return report
+
+
+def to_int8(path: Path, name: Path, pixels=None, ranges: Path | None = None) -> None:
+    """Rewrite the float32 export at `path` (to be named `name`) to compute in int8.
 
     Static quantization: every convolution, its activation and each residual sum run on uint8
     values (int8 weights, one scale per output channel) in ranges measured on `pixels`, the
-    calibration photos, so values stay 8-bit from layer to layer. Without VNNI, int8 products go
-    through an instruction that can overflow at the full 8 bits, so the weights keep 7
-    (`reduce_range`). The head and the unknown-photo check stay in float32."""
+    calibration photos (and written to the file `ranges`, where given), or else read from the file
+    `ranges`, so values stay 8-bit from layer to layer. Without VNNI, int8 products go through an
+    instruction that can overflow at the full 8 bits, so the weights keep 7 (`reduce_range`). The
+    head and the unknown-photo check stay in float32."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if ranges is not None and "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        raise UserError("this onnxruntime cannot keep or read int8 ranges (a newer one can)")
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -271,29 +306,40 @@ def _quantize(path: Path, name: Path, clf: Classifier, pixels: np.ndarray, check
     try:
         with _exporter_quiet():
             quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
+            if pixels is None and not _ranges_fit(prepared, ranges):
+                raise UserError(
+                    f"{ranges} was measured on another export of this model (another PyTorch version?): "
+                    "quantize with --calibrate PHOTOS"
+                )
             quantize_static(
                 str(prepared),
                 str(path),
-                Batches(),
+                None if pixels is None else Batches(),
                 quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["Conv", "Clip", "Add"],
+                op_types_to_quantize=QUANTIZED_OPERATORS,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
                 reduce_range=True,
+                **({} if ranges is None else {"calibration_cache_path": ranges}),
             )
     finally:
         prepared.unlink(missing_ok=True)
-    report = {"quantized": True, "bytes": path.stat().st_size, "calibration_images": len(pixels)}
-    log(f"quantized to int8, its ranges from {len(pixels)} photos: {name} ({path.stat().st_size / 1e6:.2f} MB)")
-    if check is not None:
-        before = clf.evaluate(check)["accuracy"]
-        after = OnnxClassifier.load(path).evaluate(check)["accuracy"]
-        report.update({"accuracy_float": before, "accuracy_int8": after})
-        log(f"accuracy on {check}: {before:.4f} in float32, {after:.4f} in int8 ({(after - before) * 100:+.2f} points)")
-    else:
-        log("pass --check DATA to measure what int8 costs in accuracy")
-    return report
+    _store_metadata(path, INT8_KEY, "yes")
+
+
+def _ranges_fit(graph: Path, ranges: Path) -> bool:
+    """Whether the stored ranges name every value the quantizer needs in `graph`, and nothing
+    else: the tensor names come from the exporter, so another PyTorch may name them otherwise."""
+    import onnx
+
+    nodes = onnx.load(str(graph)).graph.node
+    needed = {name for node in nodes if node.op_type in QUANTIZED_OPERATORS for name in node.output}
+    try:
+        stored = set(json.loads(ranges.read_text())["data"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return needed <= stored <= {name for node in nodes for name in (*node.input, *node.output)}
 
 
 CALIBRATION_PHOTOS = 256  # the calibration runs the float32 network on every one of them

@@ -19,6 +19,7 @@ from .errors import UserError
 from .predictor import Outputs, Predictor
 
 CONFIG_KEY = "pawnet_config"
+INT8_KEY = "pawnet_int8"  # metadata of a graph `to_int8` wrote
 INPUT, OUTPUT = "pixels", "probabilities"
 SCORE, LOOKS_LIKE = "unknown_score", "looks_like"  # outputs of models exported with them
 
@@ -27,6 +28,7 @@ class OnnxClassifier(Predictor):
     def __init__(self, session, config: dict, path: Path | None = None):
         super().__init__(config, path)
         self.session = session
+        self.int8 = session is not None and INT8_KEY in session.get_modelmeta().custom_metadata_map
         self.workers = cpu_count()
         self._threads: ThreadPoolExecutor | None = None
 

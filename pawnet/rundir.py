@@ -10,6 +10,9 @@
     curves.png         loss and accuracy per epoch
     report.html        the validation results, top losses included
     model.onnx         written by `pawnet export` (model.int8.onnx with --quantize)
+    int8_ranges.json   the range of each layer's values on the model's own photos, where a model
+                       has it (the shipped one does): int8 then needs no photos (onnxruntime's
+                       calibration cache, written by scripts/int8_ranges.py)
     .lock              locked (flock) by the process that trains into the folder, for as long as
                        it runs: a second run into the same folder is refused; the lock dies with
                        its process, so a killed run leaves none behind
@@ -66,6 +69,7 @@ class RunDir:
         self.config = self.path / self.CONFIG
         self.weights = self.path / self.WEIGHTS
         self.unknown = self.path / "unknown.safetensors"
+        self.int8_ranges = self.path / "int8_ranges.json"
         self.metrics = self.path / "metrics.csv"
         self.checkpoint = self.path / self.CHECKPOINT
         self.curves = self.path / "curves.png"

@@ -146,3 +146,73 @@ def test_serve_prepares_the_model_before_it_says_serving(model, tmp_path, monkey
         f"pawnet: error: {model} could not run on onnxruntime (cannot write to the cache folder "
         f"{tmp_path / 'a file' / 'onnx'}: Not a directory)"
     ]
+
+
+@pytest.fixture
+def with_ranges(model, trained_model):
+    """The model with the ranges of its layers' values on its training photos, as the shipped one has."""
+    pawnet.export(
+        model,
+        model.parent / "measured.int8.onnx",
+        quantize=True,
+        calibrate=trained_model.parent / "data",
+        keep_ranges=model / "int8_ranges.json",
+        log=lambda *_: None,
+    )
+    return model
+
+
+def test_a_model_holding_its_ranges_runs_int8_and_float32_for_the_photos_it_is_unsure_of(with_ranges, monkeypatch):
+    said = []
+    fast = pawnet.load(with_ranges, log=said.append)
+    fast.outputs(pixels())
+    assert fast.int8 and len(said) == 1 and "in int8" in said[0]
+    plain = pawnet.load(with_ranges, engine="onnxruntime")
+    reference = plain.outputs(pixels())
+    assert not plain.int8
+
+    monkeypatch.setattr(engine, "UNSURE_BELOW", 1.01)
+    monkeypatch.setattr(engine, "UNSURE_WITHIN", np.inf)  # unsure of every photo: float32's answers throughout
+    every = pawnet.load(with_ranges).outputs(pixels())
+    np.testing.assert_allclose(every.probabilities, reference.probabilities, atol=1e-6)
+    np.testing.assert_allclose(every.scores, reference.scores, atol=1e-6)
+
+    monkeypatch.setattr(engine, "UNSURE_BELOW", 0.0)
+    monkeypatch.setattr(engine, "UNSURE_WITHIN", 0.0)  # sure of every photo: int8's own answers, near float32's
+    none = pawnet.load(with_ranges).outputs(pixels())
+    assert not np.allclose(none.probabilities, reference.probabilities, atol=1e-6)
+    assert np.abs(none.probabilities - reference.probabilities).max() < 0.2
+
+
+def test_ranges_that_do_not_fit_the_export_leave_float32_said_once(with_ranges):
+    ranges = with_ranges / "int8_ranges.json"
+    stored = json.loads(ranges.read_text())
+    stored["data"] = {f"renamed_{name}": value for name, value in stored["data"].items()}  # another exporter's names
+    ranges.write_text(json.dumps(stored))
+    said = []
+    clf = pawnet.load(with_ranges, log=said.append)
+    got = clf.outputs(pixels())
+    assert not clf.int8 and said[-1].startswith(f"note: {with_ranges} runs in float32 ({ranges} was measured on")
+    expected = pawnet.load(with_ranges, engine="onnxruntime").outputs(pixels())
+    np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=1e-6)
+    said.clear()
+    pawnet.load(with_ranges, log=said.append).outputs(pixels())
+    assert said == []
+
+
+def test_export_quantize_needs_no_photos_from_a_model_holding_its_ranges(with_ranges, tmp_path):
+    result = run_cli("export", with_ranges, "--out", tmp_path / "q.onnx", "--quantize")
+    assert result.returncode == 0, result.stderr
+    assert f"its ranges from {with_ranges / 'int8_ranges.json'}" in result.stdout + result.stderr
+    assert pawnet.load(tmp_path / "q.onnx").int8
+
+
+def test_the_shipped_model_runs_int8_from_its_ranges(monkeypatch, tmp_path):
+    """Its int8_ranges.json names the tensors of this PyTorch's export: else it would run float32."""
+    monkeypatch.setenv("PAWNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(engine.ENGINE_VARIABLE, raising=False)
+    said = []
+    shipped = pawnet.load(log=said.append)
+    photo = np.full((1, 256, 256, 3), 128, np.uint8)
+    shipped.outputs(photo)
+    assert shipped.int8 and not any("float32" in s for s in said)
