@@ -84,9 +84,7 @@ class CompiledModel(OnnxClassifier):
         out = super().outputs(pixels, tta, batch_size)
         unsure = self._unsure(out) if self.int8 else None
         if unsure is not None and unsure.any():
-            if self._float32 is None:
-                self._float32 = OnnxClassifier.load(exported_path(self.path))
-            again = self._float32.outputs(pixels[unsure], tta, batch_size)
+            again = self._float32_model().outputs(pixels[unsure], tta, batch_size)
             for mine, theirs in ((out.probabilities, again.probabilities), (out.scores, again.scores)):
                 if mine is not None:
                     mine[unsure] = theirs
@@ -108,7 +106,7 @@ class CompiledModel(OnnxClassifier):
         return self.pytorch().grad_cam(pixels, class_name, layer)
 
     def _export(self) -> None:
-        from .atomic import replacing
+        from .atomic import remove_leftovers, replacing
         from .onnx_export import export
 
         int8 = _int8(self.path, self.engine)
@@ -122,6 +120,7 @@ class CompiledModel(OnnxClassifier):
             f"preparing {name} for onnxruntime{' in int8' if int8 else ''}, once (up to half a minute); "
             f"it is kept in {onnx.parent}"
         )
+        remove_leftovers(onnx.parent)  # of exports killed before they could clean up
         try:
             if not onnx.is_file():
                 with replacing(onnx) as tmp:
@@ -135,8 +134,8 @@ class CompiledModel(OnnxClassifier):
             self._without_export(name, f"its export for onnxruntime failed: {why}", e)
 
     def _to_int8(self, float32: Path, name: str) -> Path:
-        """The int8 graph made from the `float32` one with the model's stored ranges; where those
-        do not fit, a copy of the float32 graph in its place, so that this is said once."""
+        """The int8 graph made from the `float32` one with the model's stored ranges; where that
+        fails, a copy of the float32 graph in its place, so that this is said once."""
         from .atomic import replacing
         from .onnx_export import to_int8
 
@@ -144,12 +143,26 @@ class CompiledModel(OnnxClassifier):
         try:
             with replacing(int8) as tmp:
                 shutil.copyfile(float32, tmp)
-                to_int8(tmp, int8, ranges=RunDir(self.path).int8_ranges)
-        except UserError as e:
-            self.log(f"note: {name} runs in float32 ({e})")
+                to_int8(tmp, ranges=RunDir(self.path).int8_ranges)
+        except Exception as e:  # ranges that do not fit this export or cannot be read; a quantizer that fails
+            self.log(f"note: {name} runs in float32 ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})")
             with replacing(int8) as tmp:
                 shutil.copyfile(float32, tmp)
         return int8
+
+    def _float32_model(self) -> OnnxClassifier:
+        """The float32 graph, for the photos int8 is unsure of: exported again where its cached
+        file was damaged or removed since the int8 one was made."""
+        if self._float32 is None:
+            path = exported_path(self.path)
+            try:
+                self._float32 = OnnxClassifier.load(path)
+            except UserError:
+                path.unlink(missing_ok=True)
+                self.session = None
+                self._export()
+                self._float32 = OnnxClassifier.load(path)
+        return self._float32
 
     def _without_export(self, name: str, why: str, error: Exception) -> None:
         """PyTorch predicts from now on, said once; an error where onnxruntime was asked for."""

@@ -6,7 +6,7 @@ import contextlib
 import inspect
 import json
 import logging
-import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -263,7 +263,7 @@ QUANTIZED_OPERATORS = ["Conv", "Clip", "Add"]
 
 def _quantize(path: Path, name: Path, clf: Classifier, pixels, ranges, check, log) -> dict:
     """`to_int8` the export at `path`, said in the log; with `check`, what it costs in accuracy."""
-    to_int8(path, name, pixels, ranges)
+    to_int8(path, pixels, ranges)
     report = {"quantized": True, "bytes": path.stat().st_size}
     if pixels is not None:
         report["calibration_images"] = len(pixels)
@@ -279,8 +279,8 @@ def _quantize(path: Path, name: Path, clf: Classifier, pixels, ranges, check, lo
     return report
 
 
-def to_int8(path: Path, name: Path, pixels=None, ranges: Path | None = None) -> None:
-    """Rewrite the float32 export at `path` (to be named `name`) to compute in int8.
+def to_int8(path: Path, pixels=None, ranges: Path | None = None) -> None:
+    """Rewrite the float32 export at `path` to compute in int8.
 
     Static quantization: every convolution, its activation and each residual sum run on uint8
     values (int8 weights, one scale per output channel) in ranges measured on `pixels`, the
@@ -302,15 +302,14 @@ def to_int8(path: Path, name: Path, pixels=None, ranges: Path | None = None) -> 
             start = next(self.batches, None)
             return None if start is None else {INPUT: as_input(pixels[start : start + 8])}
 
-    prepared = name.with_name(f".{name.name}.prepared.{os.getpid()}.tmp")  # swept as `replacing`'s are
-    try:
-        with _exporter_quiet():
-            quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
-            if pixels is None and not _ranges_fit(prepared, ranges):
-                raise UserError(
-                    f"{ranges} was measured on another export of this model (another PyTorch version?): "
-                    "quantize with --calibrate PHOTOS"
-                )
+    # The quantizer writes files of its own beside its input, and leaves them when stopped: a
+    # folder of their own, removed whatever happens, holds them.
+    with tempfile.TemporaryDirectory(prefix="pawnet-int8-") as folder, _exporter_quiet():
+        prepared = Path(folder) / "prepared.onnx"
+        quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
+        if pixels is None:
+            _check_ranges(prepared, ranges)
+        try:
             quantize_static(
                 str(prepared),
                 str(path),
@@ -323,23 +322,31 @@ def to_int8(path: Path, name: Path, pixels=None, ranges: Path | None = None) -> 
                 reduce_range=True,
                 **({} if ranges is None else {"calibration_cache_path": ranges}),
             )
-    finally:
-        prepared.unlink(missing_ok=True)
+        except (ValueError, TypeError, KeyError) as e:
+            if pixels is not None:
+                raise
+            raise UserError(f"{ranges}: int8 ranges that cannot be used ({str(e).splitlines()[0][:200]})") from None
     _store_metadata(path, INT8_KEY, "yes")
 
 
-def _ranges_fit(graph: Path, ranges: Path) -> bool:
-    """Whether the stored ranges name every value the quantizer needs in `graph`, and nothing
-    else: the tensor names come from the exporter, so another PyTorch may name them otherwise."""
+def _check_ranges(graph: Path, ranges: Path) -> None:
+    """The stored ranges must be readable and name every value the quantizer needs in `graph`,
+    and nothing else: the tensor names come from the exporter, and another PyTorch may name them
+    otherwise."""
     import onnx
 
-    nodes = onnx.load(str(graph)).graph.node
-    needed = {name for node in nodes if node.op_type in QUANTIZED_OPERATORS for name in node.output}
     try:
         stored = set(json.loads(ranges.read_text())["data"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return needed <= stored <= {name for node in nodes for name in (*node.input, *node.output)}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        why = e.strerror if isinstance(e, OSError) else f"not onnxruntime's calibration cache: {e}"
+        raise UserError(f"{ranges}: not readable int8 ranges ({why})") from None
+    nodes = onnx.load(str(graph)).graph.node
+    needed = {name for node in nodes if node.op_type in QUANTIZED_OPERATORS for name in node.output}
+    if not needed <= stored <= {name for node in nodes for name in (*node.input, *node.output)}:
+        raise UserError(
+            f"{ranges} was measured on another export of this model (another PyTorch version?): "
+            "quantize with --calibrate PHOTOS"
+        )
 
 
 CALIBRATION_PHOTOS = 256  # the calibration runs the float32 network on every one of them

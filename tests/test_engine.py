@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,20 +185,77 @@ def test_a_model_holding_its_ranges_runs_int8_and_float32_for_the_photos_it_is_u
     assert np.abs(none.probabilities - reference.probabilities).max() < 0.2
 
 
-def test_ranges_that_do_not_fit_the_export_leave_float32_said_once(with_ranges):
-    ranges = with_ranges / "int8_ranges.json"
-    stored = json.loads(ranges.read_text())
+def _renamed(stored: dict) -> str:
     stored["data"] = {f"renamed_{name}": value for name, value in stored["data"].items()}  # another exporter's names
-    ranges.write_text(json.dumps(stored))
+    return json.dumps(stored)
+
+
+def _bad_value(stored: dict) -> str:
+    first = next(iter(stored["data"].values()))
+    first["lowest"] = "abc"
+    return json.dumps(stored)
+
+
+@pytest.mark.parametrize(
+    ("damage", "note"),
+    [
+        (_renamed, "was measured on another export of this model"),
+        (lambda stored: "{not json", "not readable int8 ranges (not onnxruntime's calibration cache"),
+        (lambda stored: "", "not readable int8 ranges"),
+        (_bad_value, "int8 ranges that cannot be used"),
+    ],
+)
+def test_ranges_that_do_not_fit_the_export_leave_float32_said_once(with_ranges, tmp_path, damage, note):
+    ranges = with_ranges / "int8_ranges.json"
+    ranges.write_text(damage(json.loads(ranges.read_text())))
     said = []
     clf = pawnet.load(with_ranges, log=said.append)
     got = clf.outputs(pixels())
-    assert not clf.int8 and said[-1].startswith(f"note: {with_ranges} runs in float32 ({ranges} was measured on")
+    assert not clf.int8 and said[-1].startswith(f"note: {with_ranges} runs in float32 (") and note in said[-1]
     expected = pawnet.load(with_ranges, engine="onnxruntime").outputs(pixels())
     np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=1e-6)
     said.clear()
     pawnet.load(with_ranges, log=said.append).outputs(pixels())
     assert said == []
+    result = run_cli("export", with_ranges, "--out", tmp_path / "q.onnx", "--quantize")
+    assert result.returncode == 2 and note in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_int8_stopped_halfway_leaves_no_file_behind(with_ranges, tmp_path, monkeypatch):
+    import onnxruntime.quantization
+
+    def stopped(model_input, *_, calibration_cache_path=None, **__):
+        # as onnxruntime's quantizer does: a file of its own beside its input, left when stopped
+        Path(str(model_input).replace(".onnx", "-inferred.onnx")).write_bytes(b"half a model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        pawnet.load(with_ranges, log=lambda *_: None).outputs(pixels())
+    cache = tmp_path / "cache" / "onnx"
+    assert sorted(p.name for p in cache.iterdir()) == [engine.exported_path(with_ranges).name]
+
+
+def test_files_of_an_export_killed_earlier_are_swept(model, tmp_path):
+    cache = tmp_path / "cache" / "onnx"
+    cache.mkdir(parents=True)
+    left = cache / f".{engine.exported_path(model).name}.99999999.tmp.99999999.tmp"  # a process long gone
+    left.write_bytes(b"half a model")
+    pawnet.load(model, log=lambda *_: None).outputs(pixels(1))
+    assert not left.exists()
+
+
+def test_a_damaged_float32_export_beside_the_int8_one_is_made_again(with_ranges, monkeypatch):
+    pawnet.load(with_ranges, log=lambda *_: None).outputs(pixels(1))
+    float32 = engine.exported_path(with_ranges)
+    float32.write_bytes(float32.read_bytes()[:1000])
+    monkeypatch.setattr(engine, "UNSURE_BELOW", 1.01)
+    monkeypatch.setattr(engine, "UNSURE_WITHIN", np.inf)  # every photo needs the float32 graph
+    got = pawnet.load(with_ranges, log=lambda *_: None).outputs(pixels())
+    expected = pawnet.load(with_ranges, engine="torch").outputs(pixels())
+    assert np.abs(got.probabilities - expected.probabilities).max() < 1e-4
+    assert engine.OnnxClassifier.load(float32).classes == ["horizontal", "vertical"]
 
 
 def test_export_quantize_needs_no_photos_from_a_model_holding_its_ranges(with_ranges, tmp_path):
