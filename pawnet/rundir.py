@@ -12,7 +12,7 @@
     model.onnx         written by `pawnet export` (model.int8.onnx with --quantize)
     int8_ranges.json   the range of each layer's values on the model's own photos, where a model
                        has it (the shipped one does): int8 then needs no photos (onnxruntime's
-                       calibration cache, written by scripts/int8_ranges.py)
+                       calibration cache, written by scripts/train_default_model.py)
     .lock              locked (flock) by the process that trains into the folder, for as long as
                        it runs: a second run into the same folder is refused; the lock dies with
                        its process, so a killed run leaves none behind
