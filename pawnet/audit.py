@@ -225,10 +225,11 @@ def _findings(entries: list[dict], near_bits: int) -> dict:
 
 
 def _class_counts(entries: list[dict]) -> tuple[dict, float | None]:
-    """Images per class in each split, and the largest class's count over the smallest's."""
+    """Readable images per class in each split (what training would use), and the largest class's
+    count over the smallest's."""
     counts = defaultdict(Counter)
     for e in entries:
-        if e["class"] is not None:
+        if e["class"] is not None and "error" not in e:
             counts[e["split"]][e["class"]] += 1
     per_class = Counter()
     for c in counts.values():

@@ -522,6 +522,8 @@ def _print_check(report: dict) -> None:
     )
     for split, counts in report["classes"].items():
         print(f"  {split}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    if unreadable := report["summary"]["unreadable"]:
+        print(f"  (readable images only: {unreadable} unreadable file{'s' * (unreadable != 1)} not counted)")
     for line in report["warnings"]:
         print(f"warning: {line}")
     if report["class_balance"]:
@@ -581,6 +583,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{empty}: an empty path names no file or folder")
         if getattr(args, "token", None) == "":
             raise UserError("--token: empty, so no request could ever be let in")
+        model = (
+            getattr(args, "model", None) or (getattr(args, "paths", None) or [""])[0]
+        )  # predict's MODEL is its first path
+        if getattr(args, "engine", None) == "torch" and str(model).endswith(".onnx"):
+            raise UserError(f"{model}: an ONNX file runs on onnxruntime; --engine torch is for a model directory")
         status = COMMANDS[args.command](args)
         sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is seen below
         return status

@@ -264,6 +264,18 @@ def test_explain_refuses_onnx_in_one_line(exported, tmp_path):
     assert result.returncode == 2 and "needs a model directory" in result.stderr
 
 
+def test_an_onnx_file_asked_to_run_on_pytorch_is_one_line(exported, tmp_path, monkeypatch):
+    photo = tmp_path / "v.png"
+    Image.fromarray(pattern("vertical", 48, seed=1)).save(photo)
+    result = run_cli("predict", exported[0], photo, "--engine", "torch")
+    assert (
+        result.returncode == 2
+        and "an ONNX file runs on onnxruntime; --engine torch is for a model directory" in result.stderr
+    )
+    monkeypatch.setenv("PAWNET_ENGINE", "torch")  # set for model directories: an ONNX file still runs
+    assert run_cli("predict", exported[0], photo).returncode == 0
+
+
 def test_default_model_is_small_and_loads():
     assert (DEFAULT_MODEL / "model.safetensors").stat().st_size < 100_000
     clf = pawnet.load()
