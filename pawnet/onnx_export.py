@@ -84,7 +84,7 @@ def export(
             "training photos will do) to set the range of each layer's values in int8"
         )
     calibration_files = photo_folder(calibrate, "--calibrate") if quantize and calibrate is not None else None
-    clf = model_dir if isinstance(model_dir, Classifier) else Classifier.load(resolve(model_dir))
+    clf = model_dir if isinstance(model_dir, Classifier) else Classifier.load(path)
     if quantize and check is not None:
         read_folder(evaluation_folder(check), classes=clf.classes)  # a wrong folder fails now, not after the export
     out = make_parent(output_path(clf.path, out, quantize))
