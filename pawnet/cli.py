@@ -286,6 +286,7 @@ def _carry_on_unread(stream):
 def _evaluate(args) -> int:
     from .loader import load
 
+    _onnx_runs_on_onnxruntime(args.model, args.engine)
     model = load(args.model, args.engine)
     _said_once(model)
     result = model.evaluate(
@@ -333,6 +334,7 @@ def _predict(args) -> int:
     model, paths = _model_and_paths(args.paths)
     if not paths:
         raise UserError(f"no images to predict: name image files or folders after the model {model}")
+    _onnx_runs_on_onnxruntime(model, args.engine)
     predictor = load(model, args.engine)
     if not args.all_known:
         _said_once(predictor)
@@ -369,6 +371,13 @@ def _why_unknown(row: dict) -> str:
     if "looks_like" in row:
         return f"looks like: {row['looks_like']}"
     return f"unlike the training photos: score {row['unknown_score']:.3f}"
+
+
+def _onnx_runs_on_onnxruntime(model, engine: str | None) -> None:
+    """`--engine torch` says how a model directory runs: an ONNX file has one way only, and
+    running it there anyway would ignore what the user asked for."""
+    if engine == "torch" and str(model).endswith(".onnx"):
+        raise UserError(f"{model}: an ONNX file runs on onnxruntime; --engine torch is for a model directory")
 
 
 def _model_and_paths(paths: list[str]) -> tuple[str | None, list[str]]:
@@ -422,6 +431,7 @@ def _export(args) -> int:
 def _serve(args) -> int:
     from .server import serve
 
+    _onnx_runs_on_onnxruntime(args.model, args.engine)
     serve(
         args.model,
         host=args.host,
@@ -515,6 +525,7 @@ def _print_labels(labels: dict, review: str | None) -> None:
 
 def _print_check(report: dict) -> None:
     from . import audit
+    from .progress import count
 
     print(
         f"{report['data']}: {report['n_images']} images checked in {report['seconds']:.1f}s "
@@ -523,7 +534,7 @@ def _print_check(report: dict) -> None:
     for split, counts in report["classes"].items():
         print(f"  {split}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
     if unreadable := report["summary"]["unreadable"]:
-        print(f"  (readable images only: {unreadable} unreadable file{'s' * (unreadable != 1)} not counted)")
+        print(f"  (readable images only: {count(unreadable, 'unreadable file')} not counted)")
     for line in report["warnings"]:
         print(f"warning: {line}")
     if report["class_balance"]:
@@ -583,11 +594,6 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{empty}: an empty path names no file or folder")
         if getattr(args, "token", None) == "":
             raise UserError("--token: empty, so no request could ever be let in")
-        model = (
-            getattr(args, "model", None) or (getattr(args, "paths", None) or [""])[0]
-        )  # predict's MODEL is its first path
-        if getattr(args, "engine", None) == "torch" and str(model).endswith(".onnx"):
-            raise UserError(f"{model}: an ONNX file runs on onnxruntime; --engine torch is for a model directory")
         status = COMMANDS[args.command](args)
         sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is seen below
         return status

@@ -106,12 +106,11 @@ class CompiledModel(OnnxClassifier):
         return self.pytorch().grad_cam(pixels, class_name, layer)
 
     def _export(self) -> None:
-        from .atomic import remove_leftovers, replacing
-        from .onnx_export import export
+        from .atomic import remove_leftovers
 
         int8 = _int8(self.path, self.engine)
         onnx = exported_path(self.path)
-        name = "the shipped model" if self.path == DEFAULT_MODEL else str(self.path)
+        name = self._name()
         try:
             onnx.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -122,18 +121,27 @@ class CompiledModel(OnnxClassifier):
         )
         remove_leftovers(onnx.parent)  # of exports killed before they could clean up
         try:
-            if not onnx.is_file():
-                with replacing(onnx) as tmp:
-                    export(self.pytorch(), tmp, log=lambda *_: None)
+            self._write_float32(onnx)
             if int8:
-                onnx = self._to_int8(onnx, name)
+                onnx = self._to_int8(onnx)
             loaded = OnnxClassifier.load(onnx)
             self.session, self.int8 = loaded.session, loaded.int8
         except Exception as e:  # an exporter that fails, a parity check it does not pass, a full disk
-            why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            self._without_export(name, f"its export for onnxruntime failed: {why}", e)
+            self._without_export(name, f"its export for onnxruntime failed: {_why(e)}", e)
 
-    def _to_int8(self, float32: Path, name: str) -> Path:
+    def _name(self) -> str:
+        return "the shipped model" if self.path == DEFAULT_MODEL else str(self.path)
+
+    def _write_float32(self, onnx: Path) -> None:
+        """The float32 export, checked against PyTorch, at `onnx` where none is there yet."""
+        from .atomic import replacing
+        from .onnx_export import export
+
+        if not onnx.is_file():
+            with replacing(onnx) as tmp:
+                export(self.pytorch(), tmp, log=lambda *_: None)
+
+    def _to_int8(self, float32: Path) -> Path:
         """The int8 graph made from the `float32` one with the model's stored ranges; where that
         fails, a copy of the float32 graph in its place, so that this is said once."""
         from .atomic import replacing
@@ -145,7 +153,7 @@ class CompiledModel(OnnxClassifier):
                 shutil.copyfile(float32, tmp)
                 to_int8(tmp, ranges=RunDir(self.path).int8_ranges)
         except Exception as e:  # ranges that do not fit this export or cannot be read; a quantizer that fails
-            self.log(f"note: {name} runs in float32 ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})")
+            self.log(f"note: {self._name()} runs in float32 ({_why(e)})")
             with replacing(int8) as tmp:
                 shutil.copyfile(float32, tmp)
         return int8
@@ -159,8 +167,7 @@ class CompiledModel(OnnxClassifier):
                 self._float32 = OnnxClassifier.load(path)
             except UserError:
                 path.unlink(missing_ok=True)
-                self.session = None
-                self._export()
+                self._write_float32(path)
                 self._float32 = OnnxClassifier.load(path)
         return self._float32
 
@@ -217,6 +224,11 @@ def _version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "-"
+
+
+def _why(error: Exception) -> str:
+    """An exception's first line, for a one-line note."""
+    return str(error).splitlines()[0][:200] if str(error) else type(error).__name__
 
 
 def _note(text: str) -> None:

@@ -17,6 +17,11 @@ def interactive() -> bool:
     return sys.stderr.isatty() and not _silenced
 
 
+def count(n: int, what: str) -> str:
+    """`n` things in words: "1 unreadable file", "2 unreadable files"."""
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
 def bar(iterable=None, *, total=None, desc="", unit="img", leave=True, **options):
     """A tqdm bar on stderr when it is a terminal; a silent pass-through when it is not,
     so that logs and pipes get the plain per-epoch lines the caller prints instead."""

@@ -28,7 +28,7 @@ from .classifier import Classifier
 from .data import Labelled, train_val_split
 from .errors import Interrupted, UserError
 from .plots import learning_curves
-from .progress import bar, interactive
+from .progress import bar, count, interactive
 from .report import write_report
 from .rundir import FORMAT_VERSION, RunDir
 from .settings import RunSettings
@@ -208,13 +208,9 @@ def _find_photos(run: Run) -> None:
     if note := label_note(s.data, run.train_set.files):
         run.log(note)
     run.log(
-        f"data: {_count(len(run.train_set), 'training image')}, {_count(len(run.val_set), 'validation image')} "
+        f"data: {count(len(run.train_set), 'training image')}, {count(len(run.val_set), 'validation image')} "
         f"({run.val_source}); classes: {', '.join(run.classes)}"
     )
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def _open_folder(run: Run) -> None:
@@ -266,8 +262,8 @@ def _decode(run: Run) -> None:
     run.log(
         f"decoded in {run.decode_seconds:.1f}s"
         + (
-            f"; {_count(len(run.skipped), 'unreadable file')} skipped: "
-            f"{_count(len(run.train_y), 'training image')} and {_count(len(run.val_y), 'validation image')} left"
+            f"; {count(len(run.skipped), 'unreadable file')} skipped: "
+            f"{count(len(run.train_y), 'training image')} and {count(len(run.val_y), 'validation image')} left"
             if run.skipped
             else ""
         )
